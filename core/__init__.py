@@ -1,0 +1,1 @@
+"""Infrastructure shared by every package: settings, database, migrations, clock, errors."""

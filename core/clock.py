@@ -1,0 +1,13 @@
+"""The clock is passed in: domain code never asks the system for the time itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """Current UTC time; the one place that reads the wall clock."""
+    return datetime.now(UTC)

@@ -1,0 +1,77 @@
+"""Applies the numbered plain-SQL files in migrations/ in order, each once, each in a transaction."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same in every process that migrates.
+_LOCK_KEY = 0x7E1E_CA8E
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+_APPLIED = "SELECT version FROM schema_migrations"
+_RECORD = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
+# The storage choice is made inside the SQL of migration 0001; this passes the operator's wish in.
+_SET_STORAGE = "SELECT set_config('telecare.storage', %s, false)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_dir() -> Path:
+    """Where the SQL files live: migrations/ beside the packages."""
+    here = Path(str(resources.files("core"))).parent / "migrations"
+    return here
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    """All migration files, ordered by number; a gap or duplicate number is an error."""
+    found = []
+    for path in sorted((directory or migrations_dir()).glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file name not of the form NNNN_name.sql: {path.name}")
+        found.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"migration numbers must run 1..n without gaps, got {versions}")
+    return found
+
+
+def migrate(dsn: str, *, storage: str = "auto", directory: Path | None = None) -> list[str]:
+    """Apply pending migrations under an advisory lock; returns the names applied."""
+    applied_now: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(_CREATE_LEDGER)
+            done = {row[0] for row in conn.execute(_APPLIED)}
+            conn.execute(_SET_STORAGE, (storage,))
+            for migration in load_migrations(directory):
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql.encode())
+                    conn.execute(_RECORD, (migration.version, migration.name))
+                log.info("applied migration %s", migration.name)
+                applied_now.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied_now

@@ -1,0 +1,46 @@
+"""One settings class for the whole service, read from TELECARE_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Telecare configuration; build it once in the entry point and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="TELECARE_", frozen=True)
+
+    # Empty means "not configured": `telecare demo` then starts embedded servers.
+    database_url: SecretStr | None = None
+    # auto: TimescaleDB when the extension is available, else native partitioning.
+    storage: str = Field(default="auto", pattern="^(auto|timescaledb|postgres)$")
+
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    # 5 on Mosquitto; 3.1.1 for brokers that speak nothing newer (embedded fallback).
+    mqtt_protocol: str = Field(default="5", pattern="^(5|3.1.1)$")
+    topic_root: str = "telecare"
+    share_group: str = "ingest"
+    ingest_client_id: str = "telecare-ingest-1"
+    # How long the broker keeps a stopped worker's session (and its queued messages).
+    session_expiry_s: int = 7 * 24 * 3600
+    # Upper bound on un-acknowledged messages in flight to one worker (MQTT 5 Receive Maximum).
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+
+    batch_max: int = Field(default=500, ge=1)
+    batch_wait_ms: int = Field(default=10, ge=0)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    late_after_s: int = Field(default=600, ge=0)
+    max_clock_ahead_s: int = Field(default=300, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    def database_dsn(self) -> str:
+        """The configured database URL, or an error that says how to set it."""
+        if self.database_url is None:
+            raise RuntimeError("TELECARE_DATABASE_URL is not set")
+        return self.database_url.get_secret_value()
