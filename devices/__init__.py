@@ -1,0 +1,1 @@
+"""Measurement catalogue, device registry with pairings to citizens, and the readings time series."""

@@ -1,0 +1,180 @@
+"""What Telecare can measure: metrics with UCUM units, LOINC and IEEE 11073 codes and plausible
+ranges; the measurement types devices report; the events they send; the kinds of device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from devices.errors import InvalidReading
+
+
+class Metric(BaseModel):
+    """One stored quantity. A value outside [possible_min, possible_max] is physiologically
+    impossible (or a broken sensor) and is dead-lettered, never stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    display: str
+    ucum: str
+    loinc: str
+    mdc: int  # IEEE 11073-10101 nomenclature code (partition * 2**16 + term)
+    mdc_ref: str
+    possible_min: float
+    possible_max: float
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> Metric:
+        if not self.possible_min < self.possible_max:
+            raise ValueError(f"{self.code}: possible_min must be below possible_max")
+        return self
+
+
+def _metric(code: str, display: str, ucum: str, loinc: str, mdc: int, mdc_ref: str,
+            lo: float, hi: float) -> Metric:
+    return Metric(code=code, display=display, ucum=ucum, loinc=loinc, mdc=mdc, mdc_ref=mdc_ref,
+                  possible_min=lo, possible_max=hi)
+
+
+METRICS: Mapping[str, Metric] = {m.code: m for m in (
+    _metric("systolic_bp", "Systolic blood pressure", "mm[Hg]", "8480-6", 150021,
+            "MDC_PRESS_BLD_NONINV_SYS", 40, 300),
+    _metric("diastolic_bp", "Diastolic blood pressure", "mm[Hg]", "8462-4", 150022,
+            "MDC_PRESS_BLD_NONINV_DIA", 20, 200),
+    _metric("pulse_rate", "Pulse rate", "/min", "8867-4", 149546,
+            "MDC_PULS_RATE_NON_INV", 20, 300),
+    _metric("spo2", "Oxygen saturation (pulse oximetry)", "%", "59408-5", 150456,
+            "MDC_PULS_OXIM_SAT_O2", 50, 100),
+    _metric("body_weight", "Body weight", "kg", "29463-7", 188736,
+            "MDC_MASS_BODY_ACTUAL", 10, 400),
+    _metric("body_temperature", "Body temperature", "Cel", "8310-5", 150364,
+            "MDC_TEMP_BODY", 25, 45),
+    _metric("blood_glucose", "Glucose in capillary blood", "mmol/L", "15074-8", 160184,
+            "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", 0.5, 50),
+    _metric("heart_rate", "Heart rate", "/min", "8867-4", 147842,
+            "MDC_ECG_HEART_RATE", 20, 300),
+    _metric("respiration_rate", "Respiratory rate", "/min", "9279-1", 151562,
+            "MDC_RESP_RATE", 2, 80),
+)}
+
+
+class MeasurementType(StrEnum):
+    """What a device reports in one reading; each maps its named values onto metrics."""
+
+    BLOOD_PRESSURE = "blood_pressure"
+    PULSE_OXIMETRY = "pulse_oximetry"
+    BODY_WEIGHT = "body_weight"
+    BODY_TEMPERATURE = "body_temperature"
+    BLOOD_GLUCOSE = "blood_glucose"
+    HEART_RATE = "heart_rate"
+    RESPIRATION_RATE = "respiration_rate"
+
+
+# Value name in the payload -> metric code. Every named value is required, no others allowed.
+COMPONENTS: Mapping[MeasurementType, Mapping[str, str]] = {
+    MeasurementType.BLOOD_PRESSURE: {"systolic": "systolic_bp", "diastolic": "diastolic_bp",
+                                     "pulse": "pulse_rate"},
+    MeasurementType.PULSE_OXIMETRY: {"spo2": "spo2", "pulse": "pulse_rate"},
+    MeasurementType.BODY_WEIGHT: {"weight": "body_weight"},
+    MeasurementType.BODY_TEMPERATURE: {"temperature": "body_temperature"},
+    MeasurementType.BLOOD_GLUCOSE: {"glucose": "blood_glucose"},
+    MeasurementType.HEART_RATE: {"heart_rate": "heart_rate"},
+    MeasurementType.RESPIRATION_RATE: {"respiration_rate": "respiration_rate"},
+}
+
+
+class EventType(StrEnum):
+    EMERGENCY_BUTTON = "emergency_button"
+    MOTION = "motion"
+    DOOR = "door"
+    BED = "bed"
+    QUESTIONNAIRE_ANSWER = "questionnaire_answer"
+
+
+class DeviceKind(StrEnum):
+    BP_MONITOR = "bp_monitor"
+    PULSE_OXIMETER = "pulse_oximeter"
+    SCALE = "scale"
+    THERMOMETER = "thermometer"
+    GLUCOMETER = "glucometer"
+    VITALS_PATCH = "vitals_patch"
+    EMERGENCY_BUTTON = "emergency_button"
+    MOTION_SENSOR = "motion_sensor"
+    DOOR_SENSOR = "door_sensor"
+    BED_SENSOR = "bed_sensor"
+    HOME_SCREEN = "home_screen"
+
+
+# What each kind of device may report: a scale sending blood pressure is a configuration error.
+DEVICE_MEASUREMENTS: Mapping[DeviceKind, frozenset[MeasurementType]] = {
+    DeviceKind.BP_MONITOR: frozenset({MeasurementType.BLOOD_PRESSURE}),
+    DeviceKind.PULSE_OXIMETER: frozenset({MeasurementType.PULSE_OXIMETRY}),
+    DeviceKind.SCALE: frozenset({MeasurementType.BODY_WEIGHT}),
+    DeviceKind.THERMOMETER: frozenset({MeasurementType.BODY_TEMPERATURE}),
+    DeviceKind.GLUCOMETER: frozenset({MeasurementType.BLOOD_GLUCOSE}),
+    DeviceKind.VITALS_PATCH: frozenset({MeasurementType.HEART_RATE,
+                                        MeasurementType.RESPIRATION_RATE}),
+}
+DEVICE_EVENTS: Mapping[DeviceKind, frozenset[EventType]] = {
+    DeviceKind.EMERGENCY_BUTTON: frozenset({EventType.EMERGENCY_BUTTON}),
+    DeviceKind.MOTION_SENSOR: frozenset({EventType.MOTION}),
+    DeviceKind.DOOR_SENSOR: frozenset({EventType.DOOR}),
+    DeviceKind.BED_SENSOR: frozenset({EventType.BED}),
+    DeviceKind.HOME_SCREEN: frozenset({EventType.QUESTIONNAIRE_ANSWER,
+                                       EventType.EMERGENCY_BUTTON}),
+}
+
+
+def metric_values(device_kind: str, measurement: str,
+                  values: Mapping[str, float]) -> list[tuple[str, float]]:
+    """The (metric, value) pairs of one reading, or InvalidReading with the dead-letter reason."""
+    try:
+        mtype = MeasurementType(measurement)
+    except ValueError:
+        raise InvalidReading("unknown_type", f"unknown measurement type {measurement!r}") from None
+    allowed = DEVICE_MEASUREMENTS.get(DeviceKind(device_kind), frozenset())
+    if mtype not in allowed:
+        raise InvalidReading("type_not_supported",
+                             f"a {device_kind} device does not measure {mtype.value}")
+    components = COMPONENTS[mtype]
+    if values.keys() != components.keys():
+        raise InvalidReading("invalid_components",
+                             f"{mtype.value} needs values {sorted(components)}, got {sorted(values)}")
+    pairs = []
+    for name, metric_code in components.items():
+        value = values[name]
+        metric = METRICS[metric_code]
+        if not (math.isfinite(value) and metric.possible_min <= value <= metric.possible_max):
+            raise InvalidReading(
+                "implausible_value",
+                f"{name}={value} {metric.ucum} outside the possible range "
+                f"{metric.possible_min}..{metric.possible_max}")
+        pairs.append((metric_code, float(value)))
+    return pairs
+
+
+# Required fields of each event's data, with the values they may take (None: any text/number).
+EVENT_FIELDS: Mapping[EventType, Mapping[str, frozenset[str] | None]] = {
+    EventType.EMERGENCY_BUTTON: {},
+    EventType.MOTION: {},
+    EventType.DOOR: {"state": frozenset({"open", "closed"})},
+    EventType.BED: {"state": frozenset({"in", "out"})},
+    EventType.QUESTIONNAIRE_ANSWER: {"questionnaire": None, "question": None, "answer": None},
+}
+
+
+def check_event(device_kind: str, event: str, data: Mapping[str, object]) -> None:
+    """Raise InvalidReading unless this kind of device may send this event with this data."""
+    etype = EventType(event)
+    if etype not in DEVICE_EVENTS.get(DeviceKind(device_kind), frozenset()):
+        raise InvalidReading("type_not_supported", f"a {device_kind} device does not send {event}")
+    for name, allowed in EVENT_FIELDS[etype].items():
+        if name not in data:
+            raise InvalidReading("invalid_event_data", f"{event} needs data field {name!r}")
+        if allowed is not None and data[name] not in allowed:
+            raise InvalidReading("invalid_event_data",
+                                 f"{event}.{name} must be one of {sorted(allowed)}")

@@ -1,0 +1,1 @@
+"""MQTT ingest: wire payloads, decoding, the batch pipeline and the paho worker."""

@@ -1,0 +1,1 @@
+"""The `telecare` command: wires the packages together, with embedded defaults for the demo."""

@@ -1,0 +1,139 @@
+"""`telecare migrate | ingest | api | simulate | demo | schema`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.logging import configure_logging
+from core.migrations import migrate
+from core.settings import Settings
+
+log = logging.getLogger("telecare")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so every command stops cleanly the same way."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    applied = migrate(settings.database_dsn(), storage=settings.storage)
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
+    from ingest.worker import IngestWorker
+
+    IngestWorker(settings).run(_stop_on_signals())
+    return 0
+
+
+def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="info")
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulators.fleet import FleetOptions, run_fleet
+
+    options = FleetOptions(citizens=args.citizens, seed=args.seed, speed=args.speed,
+                           days=args.days, faults=tuple(args.fault or ()),
+                           ground_truth=args.ground_truth)
+    run_fleet(settings, options, _stop_on_signals())
+    return 0
+
+
+def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
+    from simulators.fleet import build_fleet
+    from telecare.provision import provision_fleet
+
+    fleet = build_fleet(args.citizens, args.seed)
+    created = provision_fleet(settings.database_dsn(), fleet)
+    print(f"registered {created} citizen(s) of the simulated fleet (seed {args.seed})")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from telecare.demo import run_demo
+
+    return run_demo(settings, citizens=args.citizens, speed=args.speed, seed=args.seed,
+                    stop=_stop_on_signals())
+
+
+def cmd_schema(_settings: Settings, args: argparse.Namespace) -> int:
+    from telecare.schema import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--json-logs", action="store_true", help="log JSON lines (production)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+    sub.add_parser("ingest", help="run one ingest worker").set_defaults(run=cmd_ingest)
+    sub.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
+
+    fleet_args = argparse.ArgumentParser(add_help=False)
+    fleet_args.add_argument("--citizens", type=int, default=20)
+    fleet_args.add_argument("--seed", type=int, default=1)
+
+    sim = sub.add_parser("simulate", parents=[fleet_args],
+                         help="run simulated citizens' devices over MQTT")
+    sim.add_argument("--speed", type=float, default=60.0,
+                     help="simulated seconds per real second")
+    sim.add_argument("--days", type=float, default=None, help="stop after this many sim days")
+    sim.add_argument("--fault", action="append",
+                     choices=["duplicates", "offline", "clock_skew", "low_battery", "malformed"])
+    sim.add_argument("--ground-truth", default=None, help="write deterioration episodes here")
+    sim.set_defaults(run=cmd_simulate)
+
+    sub.add_parser("provision", parents=[fleet_args],
+                   help="register the simulated fleet's citizens and devices"
+                   ).set_defaults(run=cmd_provision)
+
+    demo = sub.add_parser("demo", help="everything at once, embedded servers if none configured")
+    demo.add_argument("--citizens", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--speed", type=float, default=600.0)
+    demo.set_defaults(run=cmd_demo)
+
+    schema = sub.add_parser("schema", help="write the protocol's JSON Schemas")
+    schema.add_argument("--out", default="docs/schema")
+    schema.set_defaults(run=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level, json_lines=args.json_logs)
+    settings = Settings()
+    code: int = args.run(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
