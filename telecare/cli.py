@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="everything at once, embedded servers if none configured")
     demo.add_argument("--citizens", type=int, default=12)
     demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--speed", type=float, default=600.0)
+    demo.add_argument("--speed", type=float, default=2000.0,
+                      help="replay the last two days at this many simulated seconds per second")
     demo.set_defaults(run=cmd_demo)
 
     schema = sub.add_parser("schema", help="write the protocol's JSON Schemas")

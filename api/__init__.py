@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): readings, devices, dead letters, health; errors as problem+json."""

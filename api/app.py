@@ -1,0 +1,40 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from psycopg_pool import ConnectionPool
+
+from api import problems
+from api.deps import current_caller
+from api.routes import dead_letters, devices, health, readings
+from core.clock import Clock, system_clock
+from core.db import open_pool
+from core.settings import Settings
+
+
+def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
+               clock: Clock = system_clock) -> FastAPI:
+    """The API; opens its own pool from settings unless one is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = pool is None
+        app.state.pool = pool or open_pool(settings.database_dsn())
+        app.state.clock = clock
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.pool.close()
+
+    app = FastAPI(title="Telecare API", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(current_caller)])
+    problems.install(app)
+    app.include_router(health.router)
+    for router in (readings.router, devices.router, dead_letters.router):
+        app.include_router(router, prefix="/v1")
+    return app

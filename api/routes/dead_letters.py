@@ -1,0 +1,29 @@
+"""What ingest could not store, summarised by reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import DbDep, NowDep
+from api.schemas import DeadLetterPublic, DeadLetterReason, DeadLetterReport
+from ingest import repository
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.get("/dead-letters", response_model=DeadLetterReport)
+def dead_letters(
+    conn: DbDep,
+    now: NowDep,
+    since: Annotated[datetime | None, Query(description="default: the last 24 hours")] = None,
+    limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+) -> DeadLetterReport:
+    """Counts by reason since `since`, and the most recent dead letters (payloads not included)."""
+    since = since or now - timedelta(hours=24)
+    by_reason = [DeadLetterReason(**r) for r in repository.dead_letter_summary(conn, since)]
+    recent = [DeadLetterPublic(**r) for r in repository.recent_dead_letters(conn, since, limit)]
+    return DeadLetterReport(since=since, total=sum(r.count for r in by_reason),
+                            by_reason=by_reason, recent=recent)

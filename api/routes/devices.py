@@ -1,0 +1,36 @@
+"""Devices, who has them, and their status."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import DbDep
+from api.schemas import DevicePublic
+from devices import repository
+from devices.errors import CitizenNotFound, DeviceNotFound
+
+router = APIRouter(tags=["devices"])
+
+
+@router.get("/devices", response_model=list[DevicePublic])
+def list_devices(conn: DbDep) -> list[DevicePublic]:
+    """Every registered device with its current holder and status."""
+    return [DevicePublic(**row) for row in repository.devices_with_status(conn)]
+
+
+@router.get("/devices/{device_id}", response_model=DevicePublic)
+def get_device(device_id: str, conn: DbDep) -> DevicePublic:
+    for row in repository.devices_with_status(conn):
+        if row["id"] == device_id:
+            return DevicePublic(**row)
+    raise DeviceNotFound(f"no device {device_id!r}")
+
+
+@router.get("/citizens/{citizen_id}/devices", response_model=list[DevicePublic])
+def citizen_devices(citizen_id: UUID, conn: DbDep) -> list[DevicePublic]:
+    """The devices a citizen has now."""
+    if not repository.citizen_exists(conn, citizen_id):
+        raise CitizenNotFound(f"no citizen {citizen_id}")
+    return [DevicePublic(**row) for row in repository.devices_with_status(conn, citizen_id)]

@@ -1,0 +1,35 @@
+"""Liveness and readiness for orchestrators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.problems import problem
+from core.migrations import load_migrations
+from devices import repository
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+def ready(request: Request) -> dict[str, Any] | JSONResponse:
+    """Ready when the database answers and every migration has been applied."""
+    expected = len(load_migrations())
+    try:
+        with request.app.state.pool.connection(timeout=2) as conn:
+            applied = conn.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()["n"]
+            backend = repository.storage_backend(conn)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with the reason
+        return problem(503, f"database unavailable: {type(exc).__name__}", code="not_ready")
+    if applied < expected:
+        return problem(503, f"{expected - applied} migration(s) pending", code="not_ready")
+    return {"status": "ready", "storage": backend, "migrations": applied}

@@ -1,0 +1,1 @@
+"""Simulated citizens, devices and screens that publish over real MQTT, exactly like devices do."""
