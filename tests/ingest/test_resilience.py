@@ -1,0 +1,128 @@
+"""No loss, no duplicates: a worker killed mid-stream, and a database restart mid-stream."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from core.settings import Settings
+from ingest.worker import IngestWorker
+from tests.conftest import Publisher, count, reading_message, wait_for
+
+MakeDevice = Callable[..., tuple[str, UUID]]
+STREAM = 3000  # messages, one reading (three metrics) each
+pytestmark = pytest.mark.slow
+
+
+def _stream(publisher: Publisher, devices: list[str], per_device: int, rate: float,
+            halfway: threading.Event) -> None:
+    """Publish seq 1..per_device for each device, round robin, at about `rate` messages/s."""
+    sent = 0
+    start = time.monotonic()
+    for seq in range(1, per_device + 1):
+        for device in devices:
+            publisher.client.publish(f"{publisher.root}/v1/{device}/readings",
+                                     reading_message(device, [seq]), qos=1)
+            sent += 1
+            if sent == STREAM // 3:
+                halfway.set()
+            pause = start + sent / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+
+def _assert_exactly_once(conn: psycopg.Connection[Any], devices: list[str],
+                         per_device: int) -> None:
+    wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)",
+                           devices) >= 3 * STREAM, timeout=60, what="every reading stored")
+    rows, distinct = conn.execute(
+        "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings "
+        "WHERE device_id = ANY(%s)", (devices,)).fetchone() or (0, 0)
+    assert (rows, distinct) == (3 * STREAM, STREAM)
+    seqs = conn.execute("SELECT device_id, array_agg(DISTINCT seq ORDER BY seq) FROM readings "
+                        "WHERE device_id = ANY(%s) GROUP BY device_id", (devices,)).fetchall()
+    assert {d: list(s) for d, s in seqs} == {d: list(range(1, per_device + 1)) for d in devices}
+
+
+def _worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TELECARE_DATABASE_URL": settings.database_dsn(),
+           "TELECARE_MQTT_HOST": str(settings.mqtt_host),
+           "TELECARE_MQTT_PORT": str(settings.mqtt_port),
+           "TELECARE_TOPIC_ROOT": settings.topic_root,
+           "TELECARE_SHARE_GROUP": settings.share_group,
+           "TELECARE_INGEST_CLIENT_ID": settings.ingest_client_id,
+           "TELECARE_SESSION_EXPIRY_S": "600"}
+    return subprocess.Popen([sys.executable, "-m", "telecare.cli", "ingest"], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
+        settings: Settings, publisher: Publisher, conn: psycopg.Connection[Any],
+        make_device: MakeDevice, tmp_path: Path) -> None:
+    devices = [make_device()[0] for _ in range(10)]
+    log = tmp_path / "ingest.log"
+    worker = _worker_process(settings, log)
+    wait_for(lambda: b"connected to the broker" in log.read_bytes(), what="worker connected")
+    time.sleep(0.3)
+    halfway = threading.Event()
+    streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10, 600.0,
+                                                      halfway))
+    streamer.start()
+    assert halfway.wait(30)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    stored_at_kill = count(conn, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)",
+                           devices)
+    time.sleep(1.0)
+    restarted = _worker_process(settings, log)
+    try:
+        streamer.join(60)
+        _assert_exactly_once(conn, devices, STREAM // 10)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(20)
+    assert 0 < stored_at_kill < 3 * STREAM  # the kill really fell in the middle of the stream
+
+
+def _restart_postgres() -> None:
+    versions = sorted(Path("/etc/postgresql").glob("*"))
+    if not versions:
+        pytest.skip("no /etc/postgresql cluster here to restart; this test restarts the "
+                    "machine's PostgreSQL with pg_ctlcluster")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main",
+                    "restart", "-m", "fast"], check=True, capture_output=True, timeout=60)
+
+
+def test_a_database_restart_mid_stream_loses_and_duplicates_nothing(
+        settings: Settings, publisher: Publisher, database: str,
+        make_device: MakeDevice) -> None:
+    devices = [make_device()[0] for _ in range(10)]
+    worker = IngestWorker(settings)
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    try:
+        assert worker.wait_connected(10)
+        time.sleep(0.3)
+        halfway = threading.Event()
+        streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10,
+                                                          600.0, halfway))
+        streamer.start()
+        assert halfway.wait(30)
+        _restart_postgres()
+        streamer.join(60)
+        with psycopg.connect(database, autocommit=True) as conn:
+            _assert_exactly_once(conn, devices, STREAM // 10)
+        assert worker.counters.db_retries > 0  # the outage really hit the worker
+    finally:
+        stop.set()
+        runner.join(30)
