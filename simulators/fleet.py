@@ -237,9 +237,12 @@ class Fleet:
 
     def _apply_faults(self, rng: random.Random) -> None:
         faults = set(self.options.faults)
-        if "clock_skew" in faults and self.devices:
-            # Ahead beyond the server's tolerance: these readings are refused as from the future.
-            self.devices[0].skew = timedelta(minutes=20)
+        if "clock_skew" in faults and len(self.devices) > 2:
+            # A clock reset days ahead (say, after a battery change): whatever it stamps later
+            # than the server's now is refused as from the future; the rest lands misplaced.
+            self.devices[0].skew = timedelta(days=2)
+            # A clock hours behind: stored, by the time the device claims, and marked late.
+            self.devices[2].skew = -timedelta(hours=3)
         if "offline" in faults and len(self.devices) > 1:
             device = self.devices[1]
             start = self.clock.start + (datetime.now(UTC) - self.clock.start) * 0.3

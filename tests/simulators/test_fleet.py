@@ -1,0 +1,121 @@
+"""Simulated citizens publish through the broker; the API returns exactly what they measured."""
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.db import open_pool
+from core.settings import Settings
+from ingest.worker import IngestWorker
+from simulators.fleet import Fleet, FleetOptions, FleetReport
+from simulators.population import CONDITIONS, build_fleet
+from telecare.provision import provision_fleet
+
+pytestmark = pytest.mark.slow
+
+
+def _run_fleet(settings: Settings, options: FleetOptions) -> tuple[Fleet, FleetReport]:
+    assert settings.mqtt_host is not None
+    provision_fleet(settings.database_dsn(), build_fleet(options.citizens, options.seed,
+                                                         options.prefix))
+    fleet = Fleet(settings.mqtt_host, settings.mqtt_port, settings.mqtt_protocol,
+                  settings.topic_root, options)
+    return fleet, fleet.run(threading.Event())
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    pool = open_pool(settings.database_dsn(), max_size=2)
+    with TestClient(create_app(settings, pool=pool)) as client:
+        yield client
+    pool.close()
+
+
+def _citizen_ids(conn: psycopg.Connection[Any], fleet: Fleet) -> dict[str, Any]:
+    """Simulated citizen key -> the citizen id its devices are paired to."""
+    ids = {}
+    for citizen in fleet.citizens:
+        row = conn.execute("SELECT citizen_id FROM device_pairings WHERE device_id = %s",
+                           (citizen.devices[0].id,)).fetchone()
+        assert row is not None
+        ids[citizen.key] = row[0]
+    return ids
+
+
+def test_the_api_returns_exactly_the_readings_the_fleet_published(
+        settings: Settings, worker: IngestWorker, conn: psycopg.Connection[Any],
+        api: TestClient) -> None:
+    options = FleetOptions(citizens=10, seed=7, speed=400_000, days=3,
+                           prefix=f"e{uuid.uuid4().hex[:6]}")
+    fleet, report = _run_fleet(settings, options)
+    assert report.unanswered() == 0 and not report.rejected
+    assert len(report.generated) > 50
+
+    citizen_ids = _citizen_ids(conn, fleet)
+    expected: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+    for citizen in fleet.citizens:
+        for device in citizen.devices:
+            for (device_id, _seq), (mtype, at, values) in report.generated.items():
+                if device_id != device.id:
+                    continue
+                from devices.catalogue import COMPONENTS, MeasurementType
+
+                for name, metric in COMPONENTS[MeasurementType(mtype)].items():
+                    expected.setdefault((citizen.key, metric), []).append((at, values[name]))
+
+    start = (fleet.clock.start - timedelta(days=1)).isoformat()
+    for (key, metric), points in expected.items():
+        response = api.get(f"/v1/citizens/{citizen_ids[key]}/readings",
+                           params={"metric": metric, "start": start})
+        assert response.status_code == 200
+        got = [(datetime.fromisoformat(r["measured_at"]), r["value"])
+               for r in response.json()["readings"]]
+        assert got == sorted(points), f"{key} {metric}"
+    total = sum(len(p) for p in expected.values())
+    assert total == conn.execute("SELECT count(*) FROM readings WHERE device_id LIKE %s",
+                                 (f"{options.prefix}%",)).fetchone()[0]  # type: ignore[index]
+
+
+def test_faults_lose_nothing_and_duplicate_nothing(settings: Settings, worker: IngestWorker,
+                                                   conn: psycopg.Connection[Any],
+                                                   tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    options = FleetOptions(citizens=10, seed=11, speed=400_000, days=4,
+                           faults=("duplicates", "offline", "malformed", "clock_skew",
+                                   "low_battery"),
+                           prefix=f"f{uuid.uuid4().hex[:6]}", ground_truth=str(truth))
+    fleet, report = _run_fleet(settings, options)
+    assert report.unanswered() == 0
+    skewed = fleet.devices[0].spec.id
+    assert report.rejected and {r for (d, _), r in report.rejected.items()} == {
+        "measured_in_future"} and all(d == skewed for d, _ in report.rejected)
+    stored = conn.execute(
+        "SELECT count(DISTINCT (device_id, seq)) FROM readings WHERE device_id LIKE %s",
+        (f"{options.prefix}%",)).fetchone()
+    assert stored == (len(report.generated) - len(report.rejected),)
+    dead = conn.execute("SELECT reason, count(*) FROM dead_letters WHERE topic LIKE %s "
+                        "GROUP BY reason", (f"%/{options.prefix}%",)).fetchall()
+    assert {"measured_in_future"} <= {r for r, _ in dead}
+    assert report.malformed_sent > 0 and sum(n for r, n in dead if r != "measured_in_future") > 0
+    battery = conn.execute("SELECT max(battery_pct) FROM device_status WHERE device_id LIKE %s",
+                           (f"{options.prefix}%",)).fetchone()
+    assert battery is not None and battery[0] < 25
+
+    episodes = json.loads(truth.read_text())
+    assert episodes and {e["episode"] for e in episodes} <= {
+        "weight_gain", "exacerbation", "hypoglycaemia", "bp_rise", "inactivity"}
+
+
+def test_a_fleet_is_reproducible_from_its_seed() -> None:
+    first, again, other = build_fleet(10, 3), build_fleet(10, 3), build_fleet(10, 4)
+    assert first == again and first != other
+    assert {c.condition for c in first} == set(CONDITIONS)
