@@ -38,7 +38,7 @@ def problem(status: int, detail: str, *, code: str | None = None,
 def _status_of(error: TelecareError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return 400
 
 

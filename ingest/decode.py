@@ -8,6 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
+from devices.dead_letters import DeadLetter
 from ingest.wire import (
     EventsMessageV1,
     ReadingsMessageV1,
@@ -33,19 +34,6 @@ class Inbound:
     topic: str
     payload: bytes
     received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    received_at: datetime
-    topic: str
-    device_id: str | None
-    seq: int | None
-    reason: str
-    detail: str
-    payload: bytes
-    payload_bytes: int
-    payload_sha256: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ def connect_async(client: paho.Client, settings: Settings, *, receive_maximum: i
     """Start connecting; paho's loop keeps reconnecting (and resuming the session) on its own."""
     host = settings.mqtt_host or "127.0.0.1"
     if settings.mqtt_protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = settings.session_expiry_s
         if receive_maximum is not None:
             # The broker may have at most this many un-acknowledged messages in flight to us:

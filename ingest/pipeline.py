@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from devices import dead_letters
 from devices import repository as devices_repo
 from devices.catalogue import check_event, metric_values
+from devices.dead_letters import DeadLetter
 from devices.errors import InvalidReading
 from devices.models import RegisteredDevice
 from devices.repository import Conn, EventTuple, ReadingTuple
-from ingest import repository
-from ingest.decode import DeadLetter, Decoded, Inbound, dead_letter, decode
+from ingest.decode import Decoded, Inbound, dead_letter, decode
 from ingest.wire import (
     AckCommandV1,
     EventsMessageV1,
@@ -87,7 +88,7 @@ def process_batch(conn: Conn, batch: list[Inbound], limits: Limits) -> BatchOutc
     outcome.readings_accepted = len(work.readings)
     devices_repo.insert_events(conn, work.events)
     devices_repo.touch_last_seen(conn, seen)
-    repository.insert_dead_letters(conn, work.dead)
+    dead_letters.insert_dead_letters(conn, work.dead)
     outcome.dead_letters = len(work.dead)
     for device_id in work.stored.keys() | work.rejected.keys():
         outcome.acks[device_id] = AckCommandV1(stored=sorted(set(work.stored.get(device_id, []))),

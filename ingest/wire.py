@@ -102,7 +102,7 @@ def parse_topic(root: str, name: str) -> tuple[str, Channel] | None:
     channel = parts[3]
     if channel not in CHANNELS:
         return None
-    return parts[2], channel  # type: ignore[return-value]
+    return parts[2], channel
 
 
 PAYLOAD_MODELS: dict[str, type[BaseModel]] = {

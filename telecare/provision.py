@@ -26,7 +26,7 @@ def provision_fleet(dsn: str, fleet: list[CitizenSpec], now: datetime | None = N
                 citizen_id = service.enrol_citizen(conn, citizen.display_name,
                                                    [citizen.condition])
                 for spec in citizen.devices:
-                    service.register_device(conn, Device(id=spec.id, kind=spec.kind,  # type: ignore[arg-type]
+                    service.register_device(conn, Device(id=spec.id, kind=spec.kind,
                                                          model=spec.model, serial=spec.serial))
                     service.pair_device(conn, spec.id, citizen_id, since)
             added += 1

@@ -103,7 +103,7 @@ class RunningWorker:
     def _run(self) -> None:
         try:
             self.worker.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the fixture
+        except BaseException as exc:
             self.errors.append(exc)
             raise
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import DbDep, NowDep
 from api.schemas import DeadLetterPublic, DeadLetterReason, DeadLetterReport
-from ingest import repository
+from devices.dead_letters import dead_letter_summary, recent_dead_letters
 
 router = APIRouter(tags=["ingest"])
 
@@ -23,7 +23,7 @@ def dead_letters(
 ) -> DeadLetterReport:
     """Counts by reason since `since`, and the most recent dead letters (payloads not included)."""
     since = since or now - timedelta(hours=24)
-    by_reason = [DeadLetterReason(**r) for r in repository.dead_letter_summary(conn, since)]
-    recent = [DeadLetterPublic(**r) for r in repository.recent_dead_letters(conn, since, limit)]
+    by_reason = [DeadLetterReason(**r) for r in dead_letter_summary(conn, since)]
+    recent = [DeadLetterPublic(**r) for r in recent_dead_letters(conn, since, limit)]
     return DeadLetterReport(since=since, total=sum(r.count for r in by_reason),
                             by_reason=by_reason, recent=recent)

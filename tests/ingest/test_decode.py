@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.decode import DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Decoded, Inbound, decode
+from devices.dead_letters import DeadLetter
+from ingest.decode import DEAD_LETTER_PAYLOAD_LIMIT, Decoded, Inbound, decode
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 GOOD = (b'{"v":1,"device_id":"bp-1","readings":[{"seq":1,"measured_at":"2026-11-23T07:00:00Z",'

@@ -1,15 +1,30 @@
-"""SQL owned by ingest: the dead letters. Functions take a connection and never commit."""
+"""Dead letters: what devices sent that could not be stored, and why.
+
+Ingest writes them and the API reports them; both reach the table only through this module."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg.rows import dict_row
 
 from devices.repository import Conn
-from ingest.decode import DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    seq: int | None
+    reason: str
+    detail: str
+    payload: bytes  # bounded copy
+    payload_bytes: int  # the full size
+    payload_sha256: bytes  # of the full payload
 
 INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (received_at, topic, device_id, seq, reason, detail, payload,

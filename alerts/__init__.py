@@ -1,0 +1,1 @@
+"""Plans, thresholds, rules and the alert lifecycle (arrives with the alerting issue)."""

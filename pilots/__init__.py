@@ -1,0 +1,1 @@
+"""Pilot cohorts, KPIs and evaluation exports (arrives with the pilot-evaluation issue)."""
