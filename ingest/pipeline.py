@@ -34,6 +34,22 @@ class Limits:
     max_clock_ahead: timedelta
 
 
+class LastSeen:
+    """Writes a device's last-seen time at most once per `every`: a device that sends many
+    messages a minute does not cost a row update per batch."""
+
+    def __init__(self, every: timedelta = timedelta(seconds=60)) -> None:
+        self._every = every
+        self._written: dict[str, datetime] = {}
+
+    def due(self, seen: dict[str, datetime]) -> dict[str, datetime]:
+        """The subset of `seen` worth writing now; remembered as written."""
+        due = {d: t for d, t in seen.items()
+               if d not in self._written or t - self._written[d] >= self._every}
+        self._written.update(due)
+        return due
+
+
 @dataclass
 class BatchOutcome:
     """What one committed batch did; `acks` go to the devices once the commit is done."""
@@ -53,7 +69,8 @@ class _Work:
     rejected: dict[str, list[Rejected]] = field(default_factory=lambda: defaultdict(list))
 
 
-def process_batch(conn: Conn, batch: list[Inbound], limits: Limits) -> BatchOutcome:
+def process_batch(conn: Conn, batch: list[Inbound], limits: Limits,
+                  last_seen: LastSeen | None = None) -> BatchOutcome:
     """Validate, attribute and write a batch inside the caller's transaction."""
     work = _Work()
     decoded: list[Decoded] = []
@@ -87,7 +104,7 @@ def process_batch(conn: Conn, batch: list[Inbound], limits: Limits) -> BatchOutc
     outcome.readings_stored = devices_repo.insert_readings(conn, work.readings)
     outcome.readings_accepted = len(work.readings)
     devices_repo.insert_events(conn, work.events)
-    devices_repo.touch_last_seen(conn, seen)
+    devices_repo.touch_last_seen(conn, last_seen.due(seen) if last_seen else seen)
     dead_letters.insert_dead_letters(conn, work.dead)
     outcome.dead_letters = len(work.dead)
     for device_id in work.stored.keys() | work.rejected.keys():

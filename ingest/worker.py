@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -28,7 +28,7 @@ from devices import dead_letters
 from devices import repository as devices_repo
 from ingest.decode import Inbound, dead_letter
 from ingest.mqtt import connect_async, new_client
-from ingest.pipeline import BatchOutcome, Limits, process_batch
+from ingest.pipeline import BatchOutcome, LastSeen, Limits, process_batch
 from ingest.wire import CHANNELS, topic
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,15 @@ PARTITION_CHECK_EVERY_S = 6 * 3600
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    inbound: Inbound
+    topic: str
+    payload: bytes
+    received: float  # time.time(): cheaper than a datetime on the network thread
     mid: int
     qos: int
     session: int  # which connection delivered it: a PUBACK is only valid on that one
+
+    def inbound(self) -> Inbound:
+        return Inbound(self.topic, self.payload, datetime.fromtimestamp(self.received, UTC))
 
 
 @dataclass
@@ -72,6 +77,7 @@ class IngestWorker:
         self._connected = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._partitions_checked = 0.0
+        self._last_seen = LastSeen()
         self.counters = Counters()
         self._client = new_client(settings, settings.ingest_client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -98,8 +104,8 @@ class IngestWorker:
         log.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._queue.put(Delivery(Inbound(msg.topic, bytes(msg.payload), self._clock()),
-                                 msg.mid, msg.qos, self._session))
+        self._queue.put(Delivery(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
+                                 self._session))
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class IngestWorker:
         delay = 0.2
         while True:
             try:
-                return self._commit([d.inbound for d in batch])
+                return self._commit([d.inbound() for d in batch])
             except TRANSIENT as exc:
                 self._drop_connection()
                 self.counters.db_retries += 1
@@ -176,13 +182,13 @@ class IngestWorker:
     def _commit(self, inbound: list[Inbound]) -> BatchOutcome:
         conn = self._connection()
         with conn.transaction():
-            return process_batch(conn, inbound, self._limits)
+            return process_batch(conn, inbound, self._limits, self._last_seen)
 
     def _commit_one_by_one(self, batch: list[Delivery]) -> BatchOutcome:
         total = BatchOutcome()
         for delivery in batch:
             try:
-                outcome = self._commit([delivery.inbound])
+                outcome = self._commit([delivery.inbound()])
             except TRANSIENT:
                 raise
             except psycopg.Error as exc:
@@ -190,7 +196,7 @@ class IngestWorker:
                 conn = self._connection()
                 with conn.transaction():
                     dead_letters.insert_dead_letters(conn, [dead_letter(
-                        delivery.inbound, "storage_rejected", f"{type(exc).__name__}: {exc}")])
+                        delivery.inbound(), "storage_rejected", f"{type(exc).__name__}: {exc}")])
                 total.dead_letters += 1
                 continue
             total.readings_stored += outcome.readings_stored

@@ -1,0 +1,280 @@
+"""Ingest benchmark: Telecare against a bare baseline, measured in the same run.
+
+For 1 and 2 workers (a shared subscription), for each system:
+  * sustained throughput: N messages wait at the broker while the workers are paused
+    (SIGSTOP); on SIGCONT we time until all are committed (readings/s, publish -> committed);
+  * latency at a fixed offered rate: R messages/s for S seconds; publish -> commit per message,
+    seen by the publisher as the acknowledgement that follows the commit (Telecare's
+    application ack; the baseline publishes the same after each of its commits).
+One reading per message. Workers are separate processes; the broker is a Mosquitto started
+for the run (unbounded queues, so nothing waiting is dropped) and the database is the
+machine's PostgreSQL (a fresh database per run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from core.migrations import migrate
+from devices import service
+from devices.models import Device
+from telecare.embedded import embedded_broker
+
+ADMIN_DSN = os.environ.get("TELECARE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class Result:
+    system: str
+    workers: int
+    throughput: float
+    offered: float
+    achieved: float
+    p50_ms: float
+    p99_ms: float
+
+
+class Probe:
+    """Publishes readings and times each one until its post-commit acknowledgement arrives."""
+
+    def __init__(self, port: int, root: str, devices: list[str]) -> None:
+        self.root, self.devices = root, devices
+        self.sent: dict[tuple[str, int], float] = {}
+        self.latency: list[float] = []
+        self.last_ack = 0.0
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = self._on_ack
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(f"{root}/v1/+/commands", 0), (f"{root}/baseline-acks", 0)])
+        self.client.loop_start()
+        self.seq = 0
+
+    def _on_ack(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        now = time.time()
+        if msg.topic.endswith("baseline-acks"):
+            pairs = [(d, s) for d, s in json.loads(msg.payload)]
+        else:
+            device = msg.topic.split("/")[2]
+            pairs = [(device, s) for s in json.loads(msg.payload)["stored"]]
+        with self._lock:
+            for pair in pairs:
+                sent = self.sent.pop(pair, None)
+                if sent is not None:
+                    self.latency.append(now - sent)
+            self.last_ack = now
+
+    def publish(self, index: int) -> paho.MQTTMessageInfo:
+        device = self.devices[index % len(self.devices)]
+        self.seq += 1
+        now = time.time()
+        payload = json.dumps({"v": 1, "device_id": device, "readings": [{
+            "seq": self.seq, "measured_at": datetime.fromtimestamp(now, UTC).isoformat(),
+            "type": "body_weight", "values": {"weight": 70.0 + (self.seq % 100) / 10}}]})
+        with self._lock:
+            self.sent[(device, self.seq)] = now
+        return self.client.publish(f"{self.root}/v1/{device}/readings", payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def bench_database(devices: int) -> Iterator[tuple[str, list[str]]]:
+    name = f"telecare_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate(dsn, storage="postgres")
+        ids = [f"bench-{i:04d}" for i in range(devices)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for device_id in ids:
+                citizen = service.enrol_citizen(conn, "Bench Citizen")
+                service.register_device(conn, Device(id=device_id, kind="scale", model="bench",  # type: ignore[arg-type]
+                                                     serial=device_id))
+                service.pair_device(conn, device_id, citizen, datetime.now(UTC) - timedelta(days=1))
+        yield dsn, ids
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_workers(system: str, count: int, port: int, root: str, dsn: str,
+                  logdir: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for index in range(count):
+        log = logdir / f"{system}-{root}-{index}.log"
+        if system == "baseline":
+            cmd = [sys.executable, "-m", "bench.baseline", "127.0.0.1", str(port), root,
+                   f"g{root}", dsn]
+            env = dict(os.environ)
+        else:
+            cmd = [sys.executable, "-m", "telecare.cli", "ingest"]
+            env = {**os.environ, "TELECARE_DATABASE_URL": dsn, "TELECARE_MQTT_HOST": "127.0.0.1",
+                   "TELECARE_MQTT_PORT": str(port), "TELECARE_TOPIC_ROOT": root,
+                   "TELECARE_SHARE_GROUP": f"g{root}",
+                   "TELECARE_INGEST_CLIENT_ID": f"ingest-{root}-{index}"}
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log.open("wb"),
+                                      stderr=subprocess.STDOUT))
+        _wait_for_text(log, b"ready" if system == "baseline" else b"connected to the broker")
+    time.sleep(0.5)
+    return procs
+
+
+def _wait_for_text(log: Path, text: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_bytes():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"worker never became ready: {log.read_text()[-2000:]}")
+
+
+def committed(conn: psycopg.Connection[Any], system: str) -> int:
+    table = "bench_baseline" if system == "baseline" else "readings"
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed names
+    return int(row[0]) if row else 0
+
+
+def reset(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_baseline (device_id text NOT NULL, "
+                 "seq bigint NOT NULL, measured_at timestamptz NOT NULL, "
+                 "value double precision NOT NULL)")
+    conn.execute("TRUNCATE readings, bench_baseline, dead_letters")
+
+
+def sustained(system: str, workers: int, port: int, dsn: str, devices: list[str],
+              messages: int, logdir: Path) -> float:
+    """Readings/s committed, draining `messages` that waited at the broker."""
+    root = f"t{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reset(conn)
+        procs = start_workers(system, workers, port, root, dsn, logdir)
+        try:
+            for proc in procs:
+                proc.send_signal(signal.SIGSTOP)
+            probe = Probe(port, root, devices)
+            last = None
+            for index in range(messages):
+                last = probe.publish(index)
+            assert last is not None
+            last.wait_for_publish(120)
+            time.sleep(1.0)  # let the broker route the tail before the clock starts
+            start = time.monotonic()
+            for proc in procs:
+                proc.send_signal(signal.SIGCONT)
+            while committed(conn, system) < messages:
+                if time.monotonic() - start > 300:
+                    raise RuntimeError(f"{system}: only {committed(conn, system)} of {messages}")
+                time.sleep(0.02)
+            elapsed = time.monotonic() - start
+            probe.close()
+        finally:
+            stop(procs)
+    return messages / elapsed
+
+
+def at_rate(system: str, workers: int, port: int, dsn: str, devices: list[str], rate: float,
+            seconds: float, logdir: Path) -> tuple[float, float, float]:
+    """(achieved readings/s, p50 ms, p99 ms) at `rate` messages/s offered."""
+    root = f"t{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reset(conn)
+    procs = start_workers(system, workers, port, root, dsn, logdir)
+    try:
+        probe = Probe(port, root, devices)
+        total = int(rate * seconds)
+        start = time.monotonic()
+        first_send = time.time()
+        for index in range(total):
+            pause = start + index / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            probe.publish(index)
+        deadline = time.monotonic() + 30
+        while probe.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        probe.close()
+        if probe.sent:
+            raise RuntimeError(f"{system}: {len(probe.sent)} readings never acknowledged")
+        lat = sorted(probe.latency)
+        p50 = statistics.median(lat) * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        return total / (probe.last_ack - first_send), p50, p99
+    finally:
+        stop(procs)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=30_000, help="for sustained throughput")
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered messages/s")
+    parser.add_argument("--seconds", type=float, default=15.0, help="at the offered rate")
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, embedded_broker(Path(tmp) / "mqtt") as (port, _), \
+            bench_database(args.devices) as (dsn, devices):
+        for workers in args.workers:
+            for system in ("baseline", "telecare"):
+                throughput = sustained(system, workers, port, dsn, devices, args.messages,
+                                       Path(tmp))
+                achieved, p50, p99 = at_rate(system, workers, port, dsn, devices, args.rate,
+                                             args.seconds, Path(tmp))
+                results.append(Result(system, workers, throughput, args.rate, achieved, p50, p99))
+                print(f"  {system:9s} workers={workers} sustained={throughput:8.0f}/s  "
+                      f"at {args.rate:.0f}/s: achieved={achieved:6.0f}/s p50={p50:6.1f} ms "
+                      f"p99={p99:6.1f} ms", flush=True)
+    report(results, args)
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    print(f"\nIngest benchmark: {args.messages} messages drained; {args.rate:.0f}/s offered for "
+          f"{args.seconds:.0f} s; one reading per message; {os.cpu_count()} CPUs\n")
+    print("| workers | system | sustained readings/s | vs baseline | p50 ms @rate | p99 ms @rate |")
+    print("|---|---|---|---|---|---|")
+    for result in results:
+        base = next(r for r in results if r.system == "baseline" and r.workers == result.workers)
+        print(f"| {result.workers} | {result.system} | {result.throughput:,.0f} | "
+              f"{result.throughput / base.throughput:.0%} | {result.p50_ms:.1f} | "
+              f"{result.p99_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
