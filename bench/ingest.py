@@ -116,7 +116,7 @@ def bench_database(devices: int) -> Iterator[tuple[str, list[str]]]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             for device_id in ids:
                 citizen = service.enrol_citizen(conn, "Bench Citizen")
-                service.register_device(conn, Device(id=device_id, kind="scale", model="bench",  # type: ignore[arg-type]
+                service.register_device(conn, Device(id=device_id, kind="scale", model="bench",
                                                      serial=device_id))
                 service.pair_device(conn, device_id, citizen, datetime.now(UTC) - timedelta(days=1))
         yield dsn, ids
