@@ -142,7 +142,11 @@ def start_workers(system: str, count: int, port: int, root: str, dsn: str,
                    "TELECARE_INGEST_CLIENT_ID": f"ingest-{root}-{index}"}
         procs.append(subprocess.Popen(cmd, env=env, stdout=log.open("wb"),
                                       stderr=subprocess.STDOUT))
-        _wait_for_text(log, b"ready" if system == "baseline" else b"connected to the broker")
+        try:
+            _wait_for_text(log, b"ready" if system == "baseline" else b"connected to the broker")
+        except RuntimeError:
+            stop(procs)
+            raise
     time.sleep(0.5)
     return procs
 

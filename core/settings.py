@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr | None = None
     # 5 on Mosquitto; 3.1.1 for brokers that speak nothing newer (embedded fallback).
     mqtt_protocol: str = Field(default="5", pattern="^(5|3.1.1)$")
+    # Which broker `telecare demo` embeds when no host is configured.
+    embedded_broker: str = Field(default="auto", pattern="^(auto|mosquitto|amqtt)$")
     topic_root: str = "telecare"
+    # Workers of one group share the load ($share/<group>/...). Empty: a plain subscription,
+    # for brokers without shared subscriptions (then run a single worker).
     share_group: str = "ingest"
     ingest_client_id: str = "telecare-ingest-1"
     # How long the broker keeps a stopped worker's session (and its queued messages).

@@ -214,9 +214,14 @@ def readings_bucketed(conn: Conn, citizen_id: UUID, metric: str, start: datetime
             "bucket": bucket, "origin": origin}).fetchall()
 
 
-def devices_with_status(conn: Conn, citizen_id: UUID | None = None) -> list[dict[str, Any]]:
-    """Devices with their current holder and status; all devices, or one citizen's."""
-    condition = sql.SQL("p.citizen_id = %(citizen_id)s") if citizen_id else sql.SQL("true")
-    query = sql.SQL(DEVICES_WITH_STATUS).format(filter=condition)
+def devices_with_status(conn: Conn, *, citizen_id: UUID | None = None,
+                        device_id: str | None = None) -> list[dict[str, Any]]:
+    """Devices with their current holder and status: all, one citizen's, or one device."""
+    conditions = [sql.SQL("true")]
+    if citizen_id is not None:
+        conditions.append(sql.SQL("p.citizen_id = %(citizen_id)s"))
+    if device_id is not None:
+        conditions.append(sql.SQL("d.id = %(device_id)s"))
+    query = sql.SQL(DEVICES_WITH_STATUS).format(filter=sql.SQL(" AND ").join(conditions))
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, {"citizen_id": citizen_id}).fetchall()
+        return cur.execute(query, {"citizen_id": citizen_id, "device_id": device_id}).fetchall()

@@ -19,7 +19,6 @@ from typing import Any
 import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.clock import Clock, system_clock
 from core.db import connect
@@ -93,8 +92,8 @@ class IngestWorker:
             return
         self._session += 1
         group, root = self._settings.share_group, self._settings.topic_root
-        client.subscribe([(f"$share/{group}/{topic(root, '+', channel)}", SubscribeOptions(qos=1))
-                          for channel in CHANNELS])
+        prefix = f"$share/{group}/" if group else ""
+        client.subscribe([(prefix + topic(root, "+", channel), 1) for channel in CHANNELS])
         self._connected.set()
         log.info("connected to the broker (session %d)", self._session)
 
@@ -116,7 +115,7 @@ class IngestWorker:
         self._client.loop_start()
         try:
             while not stop.is_set() or not self._queue.empty():
-                self._maintain_partitions(stop)
+                self._maintain_partitions()
                 batch = self._next_batch(stop)
                 if not batch:
                     continue
@@ -230,7 +229,7 @@ class IngestWorker:
             self._conn.close()
         self._conn = None
 
-    def _maintain_partitions(self, stop: threading.Event) -> None:
+    def _maintain_partitions(self) -> None:
         """Keep monthly partitions ahead of time (plain PostgreSQL); retried on the next loop."""
         if time.monotonic() - self._partitions_checked < PARTITION_CHECK_EVERY_S:
             return

@@ -34,8 +34,11 @@ def servers(settings: Settings, data_dir: Path = DATA_DIR) -> Iterator[Settings]
             update["database_url"] = stack.enter_context(embedded_postgres(data_dir))
         if settings.mqtt_host is None:
             log.info("no TELECARE_MQTT_HOST: starting an embedded MQTT broker")
-            port, protocol = stack.enter_context(embedded_broker(data_dir / "mqtt"))
+            port, protocol = stack.enter_context(embedded_broker(data_dir / "mqtt",
+                                                                   settings.embedded_broker))
             update.update(mqtt_host="127.0.0.1", mqtt_port=port, mqtt_protocol=protocol)
+            if protocol == "3.1.1":
+                update["share_group"] = ""  # amqtt: no shared subscriptions, one worker
         yield Settings(**{**settings.model_dump(), **update})
 
 

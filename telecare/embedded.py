@@ -58,11 +58,12 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def embedded_broker(data_dir: Path) -> Iterator[tuple[int, str]]:
-    """A local MQTT broker; yields (port, protocol)."""
+def embedded_broker(data_dir: Path, kind: str = "auto") -> Iterator[tuple[int, str]]:
+    """A local MQTT broker; yields (port, protocol): "5" for Mosquitto, "3.1.1" for amqtt,
+    which has no shared subscriptions either."""
     mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     port = free_port()
-    if mosquitto:
+    if mosquitto and kind != "amqtt":
         data_dir.mkdir(parents=True, exist_ok=True)
         conf = data_dir / "mosquitto.conf"
         conf.write_text(MOSQUITTO_CONF.format(port=port, data=data_dir.resolve()))
@@ -75,18 +76,22 @@ def embedded_broker(data_dir: Path) -> Iterator[tuple[int, str]]:
             proc.terminate()
             proc.wait(10)
         return
-    log.warning("no mosquitto binary: using amqtt (MQTT 3.1.1, a single ingest worker)")
-    with _amqtt(port):
+    if kind == "mosquitto":
+        raise RuntimeError("TELECARE_EMBEDDED_BROKER=mosquitto, but no mosquitto binary is installed")
+    log.warning("using amqtt as the embedded broker (MQTT 3.1.1, a single ingest worker)")
+    with amqtt_broker(port):
         yield port, "3.1.1"
 
 
 @contextlib.contextmanager
-def _amqtt(port: int) -> Iterator[None]:
+def amqtt_broker(port: int) -> Iterator[None]:
     from amqtt.broker import Broker
 
     loop = asyncio.new_event_loop()
-    config: dict[str, Any] = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-                              "auth": {"allow-anonymous": True}}
+    config: dict[str, Any] = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
     broker = Broker(config, loop=loop)
     thread = threading.Thread(target=loop.run_forever, name="amqtt", daemon=True)
     thread.start()

@@ -125,10 +125,10 @@ def worker(settings: Settings) -> Iterator[IngestWorker]:
 class Publisher:
     """A device-side MQTT client that publishes at QoS 1 and collects command messages."""
 
-    def __init__(self, host: str, port: int, root: str) -> None:
+    def __init__(self, host: str, port: int, root: str, protocol: int = paho.MQTTv5) -> None:
         self.root = root
         self.commands: list[tuple[str, bytes]] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.on_message = lambda _c, _u, m: self.commands.append((m.topic, m.payload))
         self.client.connect(host, port)
         self.client.loop_start()

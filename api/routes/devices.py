@@ -22,10 +22,10 @@ def list_devices(conn: DbDep) -> list[DevicePublic]:
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)
 def get_device(device_id: str, conn: DbDep) -> DevicePublic:
-    for row in repository.devices_with_status(conn):
-        if row["id"] == device_id:
-            return DevicePublic(**row)
-    raise DeviceNotFound(f"no device {device_id!r}")
+    rows = repository.devices_with_status(conn, device_id=device_id)
+    if not rows:
+        raise DeviceNotFound(f"no device {device_id!r}")
+    return DevicePublic(**rows[0])
 
 
 @router.get("/citizens/{citizen_id}/devices", response_model=list[DevicePublic])
@@ -33,4 +33,4 @@ def citizen_devices(citizen_id: UUID, conn: DbDep) -> list[DevicePublic]:
     """The devices a citizen has now."""
     if not repository.citizen_exists(conn, citizen_id):
         raise CitizenNotFound(f"no citizen {citizen_id}")
-    return [DevicePublic(**row) for row in repository.devices_with_status(conn, citizen_id)]
+    return [DevicePublic(**row) for row in repository.devices_with_status(conn, citizen_id=citizen_id)]

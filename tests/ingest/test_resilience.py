@@ -20,6 +20,10 @@ from tests.conftest import Publisher, count, reading_message, wait_for
 
 MakeDevice = Callable[..., tuple[str, UUID]]
 STREAM = 3000  # messages, one reading (three metrics) each
+# The machine's Mosquitto runs its default configuration, which holds at most 1,000 queued
+# messages per session besides the 1,000 in flight: the outage must stay within that, or the
+# broker itself drops. (deploy/mosquitto.conf lifts the bound for production.)
+RATE = 300.0
 pytestmark = pytest.mark.slow
 
 
@@ -42,8 +46,13 @@ def _stream(publisher: Publisher, devices: list[str], per_device: int, rate: flo
 
 def _assert_exactly_once(conn: psycopg.Connection[Any], devices: list[str],
                          per_device: int) -> None:
-    wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)",
-                           devices) >= 3 * STREAM, timeout=60, what="every reading stored")
+    def stored() -> int:
+        return count(conn, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)", devices)
+
+    try:
+        wait_for(lambda: stored() >= 3 * STREAM, timeout=60, what="every reading stored")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {stored() // 3} of {STREAM} readings stored") from None
     rows, distinct = conn.execute(
         "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings "
         "WHERE device_id = ANY(%s)", (devices,)).fetchone() or (0, 0)
@@ -74,7 +83,7 @@ def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     wait_for(lambda: b"connected to the broker" in log.read_bytes(), what="worker connected")
     time.sleep(0.3)
     halfway = threading.Event()
-    streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10, 600.0,
+    streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10, RATE,
                                                       halfway))
     streamer.start()
     assert halfway.wait(30)
@@ -82,7 +91,6 @@ def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     worker.wait(10)
     stored_at_kill = count(conn, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)",
                            devices)
-    time.sleep(1.0)
     restarted = _worker_process(settings, log)
     try:
         streamer.join(60)
@@ -115,7 +123,7 @@ def test_a_database_restart_mid_stream_loses_and_duplicates_nothing(
         time.sleep(0.3)
         halfway = threading.Event()
         streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10,
-                                                          600.0, halfway))
+                                                          RATE, halfway))
         streamer.start()
         assert halfway.wait(30)
         _restart_postgres()

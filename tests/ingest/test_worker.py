@@ -2,14 +2,20 @@
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import paho.mqtt.client as paho
 import psycopg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
+from core.settings import Settings
 from ingest.worker import IngestWorker
 from tests.conftest import Publisher, count, reading_message, wait_for
 from tests.ingest.test_decode import CORPUS
@@ -45,7 +51,7 @@ def test_a_corpus_of_malformed_payloads_is_dead_lettered_between_valid_messages(
 
 @given(payloads=st.lists(st.binary(max_size=200) | st.sampled_from([p for p, _ in CORPUS]),
                          min_size=1, max_size=8))
-@settings(max_examples=15, deadline=None,
+@examples(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_bytes_through_the_broker_end_stored_or_dead_lettered(
         worker: IngestWorker, publisher: Publisher, conn: psycopg.Connection[Any],
@@ -65,3 +71,48 @@ def test_any_bytes_through_the_broker_end_stored_or_dead_lettered(
     wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE device_id = %s",
                            device) == 3, what="the valid message")
     wait_for(lambda: all(accounted(p) for p in payloads), what="every payload dead-lettered")
+
+
+def test_a_device_that_vanishes_is_marked_offline_by_its_last_will(
+        worker: IngestWorker, settings: Settings, conn: psycopg.Connection[Any],
+        make_device: MakeDevice) -> None:
+    device, _ = make_device("scale")
+    status = f"{settings.topic_root}/v1/{device}/status"
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=paho.MQTTv5)
+    client.will_set(status, json.dumps({"v": 1, "device_id": device, "online": False}),
+                    qos=1, retain=True)
+    client.connect(str(settings.mqtt_host), settings.mqtt_port)
+    client.loop_start()
+    client.publish(status, json.dumps({"v": 1, "device_id": device, "online": True,
+                                       "battery_pct": 80}), qos=1, retain=True).wait_for_publish(5)
+
+    def online() -> object:
+        row = conn.execute("SELECT online FROM device_status WHERE device_id = %s",
+                           (device,)).fetchone()
+        return row[0] if row else None
+
+    wait_for(lambda: online() is True, what="device online")
+    client.loop_stop()
+    client.socket().close()  # gone without DISCONNECT: the broker publishes the will
+    wait_for(lambda: online() is False, what="device offline by last will")
+    client.publish(status, b"", retain=True)  # clear the retained status on the broker
+
+
+def test_ingest_speaks_mqtt_3_1_1_too(settings: Settings, publisher: Publisher,
+                                      conn: psycopg.Connection[Any],
+                                      make_device: MakeDevice) -> None:
+    v311 = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
+    worker = IngestWorker(v311)
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    try:
+        assert worker.wait_connected(10)
+        time.sleep(0.2)
+        device, _ = make_device()
+        publisher.publish(device, "readings", reading_message(device, range(1, 6)))
+        wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE device_id = %s",
+                               device) == 15, what="readings over MQTT 3.1.1")
+    finally:
+        stop.set()
+        runner.join(20)
