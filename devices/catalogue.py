@@ -172,6 +172,9 @@ def check_event(device_kind: str, event: str, data: Mapping[str, object]) -> Non
     etype = EventType(event)
     if etype not in DEVICE_EVENTS.get(DeviceKind(device_kind), frozenset()):
         raise InvalidReading("type_not_supported", f"a {device_kind} device does not send {event}")
+    if any(isinstance(v, str) and "\x00" in v for v in data.values()):
+        # PostgreSQL text cannot hold NUL: refuse it here with a reason rather than fail the batch.
+        raise InvalidReading("invalid_event_data", f"{event} data contains a NUL character")
     for name, allowed in EVENT_FIELDS[etype].items():
         if name not in data:
             raise InvalidReading("invalid_event_data", f"{event} needs data field {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -154,17 +153,12 @@ def registered_devices(conn: Conn, device_ids: Iterable[str]) -> dict[str, Regis
 ReadingTuple = tuple[str, str, datetime, UUID, float, int, datetime, bool]
 
 
-# Connections whose session already has the staging table (it lives as long as the session).
-_staged: weakref.WeakSet[Conn] = weakref.WeakSet()
-
-
 def insert_readings(conn: Conn, rows: Sequence[ReadingTuple]) -> int:
     """COPY into a session-local stage, then one idempotent insert; returns rows newly stored."""
     if not rows:
         return 0
-    if conn not in _staged:
-        conn.execute(CREATE_READING_STAGE)
-        _staged.add(conn)
+    # Every time, not once per session: a rolled-back transaction takes the stage with it.
+    conn.execute(CREATE_READING_STAGE)
     with conn.cursor() as cur:
         with cur.copy(COPY_READING_STAGE) as copy:
             for row in rows:

@@ -28,7 +28,7 @@ from devices import repository as devices_repo
 from ingest.decode import Inbound, dead_letter
 from ingest.mqtt import connect_async, new_client
 from ingest.pipeline import BatchOutcome, LastSeen, Limits, process_batch
-from ingest.wire import CHANNELS, topic
+from ingest.wire import CHANNELS, parse_topic, topic
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ class IngestWorker:
                 log.exception("batch of %d rejected by the database; isolating", len(batch))
                 try:
                     return self._commit_one_by_one(batch)
-                except TRANSIENT:
+                except psycopg.Error:
+                    # Even a dead letter could not be written: hold everything and retry.
+                    log.exception("could not isolate the rejected message; retrying")
                     self._drop_connection()
                     self.counters.db_retries += 1
             if stop.wait(delay):
@@ -192,10 +194,13 @@ class IngestWorker:
                 raise
             except psycopg.Error as exc:
                 self._drop_connection()
+                route = parse_topic(self._settings.topic_root, delivery.topic)
+                letter = dead_letter(delivery.inbound(), "storage_rejected",
+                                     f"{type(exc).__name__}: {exc}",
+                                     device_id=route[0] if route else None)
                 conn = self._connection()
                 with conn.transaction():
-                    dead_letters.insert_dead_letters(conn, [dead_letter(
-                        delivery.inbound(), "storage_rejected", f"{type(exc).__name__}: {exc}")])
+                    dead_letters.insert_dead_letters(conn, [letter])
                 total.dead_letters += 1
                 continue
             total.readings_stored += outcome.readings_stored

@@ -83,3 +83,9 @@ def test_events_are_checked_against_the_device_kind_and_their_data() -> None:
     with pytest.raises(InvalidReading) as refused:
         check_event("scale", "emergency_button", {})
     assert refused.value.reason == "type_not_supported"
+
+
+def test_event_text_with_nul_is_refused_before_it_reaches_the_database() -> None:
+    with pytest.raises(InvalidReading, match="NUL"):
+        check_event("home_screen", "questionnaire_answer",
+                    {"questionnaire": "q", "question": "x", "answer": "a\x00b"})

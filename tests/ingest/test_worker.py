@@ -116,3 +116,30 @@ def test_ingest_speaks_mqtt_3_1_1_too(settings: Settings, publisher: Publisher,
     finally:
         stop.set()
         runner.join(20)
+
+
+def test_a_message_the_database_refuses_is_isolated_and_the_rest_stored(
+        worker: IngestWorker, publisher: Publisher, conn: psycopg.Connection[Any],
+        make_device: MakeDevice) -> None:
+    screen, _ = make_device("home_screen")
+    bp, _ = make_device()
+    # A rule the database enforces and ingest does not know: stands for any such mismatch.
+    conn.execute("ALTER TABLE device_events ADD CONSTRAINT test_refuses_poison "
+                 "CHECK (data->>'answer' IS DISTINCT FROM 'poison') NOT VALID")
+    try:
+        answer = {"v": 1, "device_id": screen, "events": [{
+            "seq": 1, "measured_at": "2026-11-20T09:00:00+00:00", "type": "questionnaire_answer",
+            "data": {"questionnaire": "daily", "question": "q1", "answer": "poison"}}]}
+        worker_batch = [(bp, reading_message(bp, [1])), (screen, json.dumps(answer)),
+                        (bp, reading_message(bp, [2]))]
+        for device, payload in worker_batch:
+            publisher.client.publish(f"{publisher.root}/v1/{device}/"
+                                     f"{'events' if device == screen else 'readings'}",
+                                     payload, qos=1)
+        wait_for(lambda: count(conn, "SELECT count(*) FROM dead_letters WHERE device_id = %s "
+                               "AND reason = 'storage_rejected'", screen) == 1,
+                 what="the refused message dead-lettered")
+        wait_for(lambda: count(conn, "SELECT count(DISTINCT seq) FROM readings "
+                               "WHERE device_id = %s", bp) == 2, what=f"the others stored {bp}")
+    finally:
+        conn.execute("ALTER TABLE device_events DROP CONSTRAINT test_refuses_poison")
