@@ -82,6 +82,7 @@ class IngestWorker:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     # --- paho's network thread: keep it short -------------------------------------------
 
@@ -94,8 +95,14 @@ class IngestWorker:
         group, root = self._settings.share_group, self._settings.topic_root
         prefix = f"$share/{group}/" if group else ""
         client.subscribe([(prefix + topic(root, "+", channel), 1) for channel in CHANNELS])
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, _m: int, reasons: list[ReasonCode],
+                      _p: Any) -> None:
+        if any(reason.is_failure for reason in reasons):
+            log.error("the broker refused a subscription: %s", reasons)
+            return
         self._connected.set()
-        log.info("connected to the broker (session %d)", self._session)
+        log.info("connected to the broker and subscribed (session %d)", self._session)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode,
                        _p: Any) -> None:
@@ -131,7 +138,7 @@ class IngestWorker:
             log.info("ingest stopped: %s", self.counters)
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once subscribed to the broker (for tests and the demo)."""
+        """True once connected and subscribed (for tests and the demo)."""
         return self._connected.wait(timeout)
 
     def _next_batch(self, stop: threading.Event) -> list[Delivery]:

@@ -76,9 +76,6 @@ class SimClock:
     def _simulated(self) -> datetime:
         return self.start + timedelta(seconds=(time.monotonic() - self._real0) * self.speed)
 
-    def now(self) -> datetime:
-        return min(self._simulated(), datetime.now(UTC))
-
     def seconds_until(self, at: datetime) -> float:
         """Real seconds until simulated time `at`; at real speed once caught up with now."""
         simulated, real = self._simulated(), datetime.now(UTC)

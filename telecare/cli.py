@@ -13,6 +13,7 @@ from pathlib import Path
 from core.logging import configure_logging
 from core.migrations import migrate
 from core.settings import Settings
+from simulators.fleet import FAULTS
 
 log = logging.getLogger("telecare")
 
@@ -106,8 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--speed", type=float, default=60.0,
                      help="simulated seconds per real second")
     sim.add_argument("--days", type=float, default=None, help="stop after this many sim days")
-    sim.add_argument("--fault", action="append",
-                     choices=["duplicates", "offline", "clock_skew", "low_battery", "malformed"])
+    sim.add_argument("--fault", action="append", choices=FAULTS)
     sim.add_argument("--ground-truth", default=None, help="write deterioration episodes here")
     sim.set_defaults(run=cmd_simulate)
 
