@@ -173,14 +173,17 @@ class IngestWorker:
                 self.counters.db_retries += 1
                 log.warning("database unavailable (%s); retrying %d messages in %.1fs",
                             type(exc).__name__, len(batch), delay)
-            except psycopg.Error:
-                # The data, not the database: find the culprit so the rest is stored.
-                log.exception("batch of %d rejected by the database; isolating", len(batch))
+            except psycopg.Error as exc:
+                # The data, not the database: find the culprit so the rest is stored. (The
+                # error's detail can quote a reading, so only its class and code are logged.)
+                log.error("batch of %d rejected by the database (%s %s); isolating", len(batch),
+                          type(exc).__name__, exc.sqlstate)
                 try:
                     return self._commit_one_by_one(batch)
-                except psycopg.Error:
+                except psycopg.Error as again:
                     # Even a dead letter could not be written: hold everything and retry.
-                    log.exception("could not isolate the rejected message; retrying")
+                    log.error("could not isolate the rejected message (%s %s); retrying",
+                              type(again).__name__, again.sqlstate)
                     self._drop_connection()
                     self.counters.db_retries += 1
             if stop.wait(delay):
