@@ -389,7 +389,8 @@ def run_fleet(settings: Any, options: FleetOptions, stop: threading.Event) -> Fl
     fleet = Fleet(settings.mqtt_host or "127.0.0.1", settings.mqtt_port, settings.mqtt_protocol,
                   settings.topic_root, options)
     report = fleet.run(stop)
-    log.info("fleet done: %d readings generated, %d stored, %d refused, %d unanswered, "
+    log.info("fleet done: %d readings generated; %d readings and events acknowledged as stored, "
+             "%d refused, %d readings unanswered; "
              "%d publishes", len(report.generated), len(report.stored), len(report.rejected),
              report.unanswered(), report.publishes)
     return report
