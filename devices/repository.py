@@ -153,12 +153,16 @@ def registered_devices(conn: Conn, device_ids: Iterable[str]) -> dict[str, Regis
 ReadingTuple = tuple[str, str, datetime, UUID, float, int, datetime, bool]
 
 
+def prepare_reading_stage(conn: Conn) -> None:
+    """Create the session's staging table for insert_readings. Call it outside a transaction
+    (autocommit), once per connection: created inside one, a rollback would take it away."""
+    conn.execute(CREATE_READING_STAGE)
+
+
 def insert_readings(conn: Conn, rows: Sequence[ReadingTuple]) -> int:
-    """COPY into a session-local stage, then one idempotent insert; returns rows newly stored."""
+    """COPY into the session's stage, then one idempotent insert; returns rows newly stored."""
     if not rows:
         return 0
-    # Every time, not once per session: a rolled-back transaction takes the stage with it.
-    conn.execute(CREATE_READING_STAGE)
     with conn.cursor() as cur:
         with cur.copy(COPY_READING_STAGE) as copy:
             for row in rows:

@@ -226,9 +226,11 @@ class IngestWorker:
             # the packet id; the broker redelivers these instead, and they are stored once.
             if delivery.session == session and delivery.qos > 0:
                 self._client.ack(delivery.mid, delivery.qos)
+        # QoS 0: a lost application ack costs one resend by the device, which is stored once
+        # and acknowledged again; QoS 1 would double the packets this thread must handle.
         for device_id, ack in outcome.acks.items():
             self._client.publish(topic(self._settings.topic_root, device_id, "commands"),
-                                 ack.model_dump_json(), qos=1)
+                                 ack.model_dump_json(), qos=0)
         self.counters.batches += 1
         self.counters.readings_stored += outcome.readings_stored
         self.counters.dead_letters += outcome.dead_letters
@@ -237,6 +239,7 @@ class IngestWorker:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._settings.database_dsn())
             self._conn.autocommit = True  # transactions are explicit: conn.transaction()
+            devices_repo.prepare_reading_stage(self._conn)
         return self._conn
 
     def _drop_connection(self) -> None:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core.db import open_pool
 from core.settings import Settings
+from devices.repository import prepare_reading_stage
 from ingest.decode import Inbound
 from ingest.pipeline import Limits, process_batch
 from tests.conftest import reading_message
@@ -36,6 +37,7 @@ def citizen_with_readings(conn: psycopg.Connection[Any], make_device: MakeDevice
     message = reading_message(device, range(48), start=NOW - timedelta(days=1),
                               step=timedelta(minutes=30), systolic=120)
     limits = Limits("telecare", 65536, timedelta(minutes=10), timedelta(minutes=5))
+    prepare_reading_stage(conn)
     with conn.transaction():
         process_batch(conn, [Inbound(f"telecare/v1/{device}/readings", message.encode(), NOW)],
                       limits)

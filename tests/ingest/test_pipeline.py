@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices import service
+from devices.repository import prepare_reading_stage
 from ingest.decode import Inbound
 from ingest.pipeline import BatchOutcome, Limits, process_batch
 from tests.conftest import count, reading_message
@@ -26,6 +27,7 @@ def _run(conn: psycopg.Connection[Any], *messages: tuple[str, str | bytes],
     batch = [Inbound(f"telecare/v1/{device}/readings",
                      payload.encode() if isinstance(payload, str) else payload, received_at)
              for device, payload in messages]
+    prepare_reading_stage(conn)
     with conn.transaction():
         return process_batch(conn, batch, LIMITS)
 
