@@ -187,9 +187,6 @@ def reset(conn: psycopg.Connection[Any]) -> None:
                  "seq bigint NOT NULL, measured_at timestamptz NOT NULL, "
                  "value double precision NOT NULL)")
     conn.execute("TRUNCATE readings, bench_baseline, dead_letters")
-    # Every measurement starts from the same state: the previous run's WAL is flushed here,
-    # not by a checkpoint that happens to fall inside the next measurement.
-    conn.execute("CHECKPOINT")
 
 
 def sustained(system: str, workers: int, port: int, dsn: str, devices: list[str],
