@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="at the offered rate")
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeat", type=int, default=3, help="sustained drains per system")
+    parser.add_argument("--repeat", type=int, default=5, help="sustained drains per system")
     args = parser.parse_args()
 
     results = []
