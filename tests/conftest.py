@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,33 +94,37 @@ def make_device(conn: psycopg.Connection[Any]) -> Callable[..., tuple[str, uuid.
     return make
 
 
-class RunningWorker:
-    def __init__(self, settings: Settings) -> None:
-        self.worker = IngestWorker(settings)
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
+@contextmanager
+def running_worker(settings: Settings) -> Iterator[IngestWorker]:
+    """An ingest worker in a thread, subscribed; afterwards stopped and checked for errors."""
+    worker = IngestWorker(settings)
+    stop = threading.Event()
+    errors: list[BaseException] = []
 
-    def _run(self) -> None:
+    def run() -> None:
         try:
-            self.worker.run(self.stop)
+            worker.run(stop)
         except BaseException as exc:
-            self.errors.append(exc)
+            errors.append(exc)
             raise
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert worker.wait_connected(10), "ingest worker did not connect and subscribe"
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), "ingest worker did not stop"
+    assert not errors, f"ingest worker raised: {errors!r}"
 
 
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[IngestWorker]:
     """An ingest worker running in a thread on the real broker and database."""
-    running = RunningWorker(settings)
-    running.thread.start()
-    assert running.worker.wait_connected(10), "ingest worker did not connect to the broker"
-    time.sleep(0.2)  # the SUBACK: messages published before it would not be routed to us
-    yield running.worker
-    running.stop.set()
-    running.thread.join(20)
-    assert not running.thread.is_alive(), "ingest worker did not stop"
-    assert not running.errors, f"ingest worker raised: {running.errors!r}"
+    with running_worker(settings) as running:
+        yield running
 
 
 class Publisher:

@@ -15,8 +15,7 @@ import psycopg
 import pytest
 
 from core.settings import Settings
-from ingest.worker import IngestWorker
-from tests.conftest import Publisher, count, reading_message, wait_for
+from tests.conftest import Publisher, count, reading_message, running_worker, wait_for
 
 MakeDevice = Callable[..., tuple[str, UUID]]
 STREAM = 3000  # messages, one reading (three metrics) each
@@ -114,13 +113,7 @@ def test_a_database_restart_mid_stream_loses_and_duplicates_nothing(
         settings: Settings, publisher: Publisher, database: str,
         make_device: MakeDevice) -> None:
     devices = [make_device()[0] for _ in range(10)]
-    worker = IngestWorker(settings)
-    stop = threading.Event()
-    runner = threading.Thread(target=worker.run, args=(stop,))
-    runner.start()
-    try:
-        assert worker.wait_connected(10)
-        time.sleep(0.3)
+    with running_worker(settings) as worker:
         halfway = threading.Event()
         streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10,
                                                           RATE, halfway))
@@ -131,6 +124,3 @@ def test_a_database_restart_mid_stream_loses_and_duplicates_nothing(
         with psycopg.connect(database, autocommit=True) as conn:
             _assert_exactly_once(conn, devices, STREAM // 10)
         assert worker.counters.db_retries > 0  # the outage really hit the worker
-    finally:
-        stop.set()
-        runner.join(30)

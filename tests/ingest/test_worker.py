@@ -2,8 +2,6 @@
 
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -17,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.settings import Settings
 from ingest.worker import IngestWorker
-from tests.conftest import Publisher, count, reading_message, wait_for
+from tests.conftest import Publisher, count, reading_message, running_worker, wait_for
 from tests.ingest.test_decode import CORPUS
 
 MakeDevice = Callable[..., tuple[str, UUID]]
@@ -101,21 +99,11 @@ def test_a_device_that_vanishes_is_marked_offline_by_its_last_will(
 def test_ingest_speaks_mqtt_3_1_1_too(settings: Settings, publisher: Publisher,
                                       conn: psycopg.Connection[Any],
                                       make_device: MakeDevice) -> None:
-    v311 = settings.model_copy(update={"mqtt_protocol": "3.1.1"})
-    worker = IngestWorker(v311)
-    stop = threading.Event()
-    runner = threading.Thread(target=worker.run, args=(stop,))
-    runner.start()
-    try:
-        assert worker.wait_connected(10)
-        time.sleep(0.2)
+    with running_worker(settings.model_copy(update={"mqtt_protocol": "3.1.1"})):
         device, _ = make_device()
         publisher.publish(device, "readings", reading_message(device, range(1, 6)))
         wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE device_id = %s",
                                device) == 15, what="readings over MQTT 3.1.1")
-    finally:
-        stop.set()
-        runner.join(20)
 
 
 def test_a_message_the_database_refuses_is_isolated_and_the_rest_stored(
