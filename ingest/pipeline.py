@@ -5,8 +5,11 @@ The caller owns the transaction and acknowledges nothing until it has committed.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 from uuid import UUID
 
 from devices import dead_letters
@@ -24,6 +27,8 @@ from ingest.wire import (
     Rejected,
     StatusMessageV1,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,9 +118,11 @@ def process_batch(conn: Conn, batch: list[Inbound], limits: Limits,
     return outcome
 
 
-def _admit(work: _Work, item: Decoded, device: RegisteredDevice, seq: int,
-           measured_at: datetime, limits: Limits) -> UUID | None:
-    """The citizen a reading or event belongs to, or None after recording why it cannot be stored."""
+def _accept(work: _Work, item: Decoded, device: RegisteredDevice, seq: int,
+            measured_at: datetime, limits: Limits,
+            check: Callable[[], T]) -> tuple[UUID, bool, T] | None:
+    """(citizen, late, what `check` returned) for a reading or event that may be stored;
+    None after recording why it may not (clock ahead, no pairing, or `check` refused it)."""
     received_at = item.inbound.received_at
     if measured_at > received_at + limits.max_clock_ahead:
         _reject(work, item, seq, "measured_in_future",
@@ -125,44 +132,38 @@ def _admit(work: _Work, item: Decoded, device: RegisteredDevice, seq: int,
     if citizen is None:
         _reject(work, item, seq, "unpaired_device",
                 f"device {device.id} was not paired to a citizen at {measured_at}")
-    return citizen
+        return None
+    try:
+        checked = check()
+    except InvalidReading as exc:
+        _reject(work, item, seq, exc.reason, exc.detail)
+        return None
+    work.stored[device.id].append(seq)
+    return citizen, received_at - measured_at > limits.late_after, checked
 
 
 def _take_readings(work: _Work, item: Decoded, message: ReadingsMessageV1,
                    device: RegisteredDevice, limits: Limits) -> None:
     received_at = item.inbound.received_at
     for reading in message.readings:
-        citizen = _admit(work, item, device, reading.seq, reading.measured_at, limits)
-        if citizen is None:
-            continue
-        try:
-            pairs = metric_values(device.kind, reading.type, reading.values)
-        except InvalidReading as exc:
-            _reject(work, item, reading.seq, exc.reason, exc.detail)
-            continue
-        late = received_at - reading.measured_at > limits.late_after
-        for metric, value in pairs:
-            work.readings.append((device.id, metric, reading.measured_at, citizen, value,
-                                  reading.seq, received_at, late))
-        work.stored[device.id].append(reading.seq)
+        accepted = _accept(work, item, device, reading.seq, reading.measured_at, limits,
+                           partial(metric_values, device.kind, reading.type, reading.values))
+        if accepted is not None:
+            citizen, late, pairs = accepted
+            work.readings.extend((device.id, metric, reading.measured_at, citizen, value,
+                                  reading.seq, received_at, late) for metric, value in pairs)
 
 
 def _take_events(work: _Work, item: Decoded, message: EventsMessageV1,
                  device: RegisteredDevice, limits: Limits) -> None:
     received_at = item.inbound.received_at
     for event in message.events:
-        citizen = _admit(work, item, device, event.seq, event.measured_at, limits)
-        if citizen is None:
-            continue
-        try:
-            check_event(device.kind, event.type, event.data)
-        except InvalidReading as exc:
-            _reject(work, item, event.seq, exc.reason, exc.detail)
-            continue
-        late = received_at - event.measured_at > limits.late_after
-        work.events.append((device.id, event.type, event.measured_at, citizen, event.seq,
-                            received_at, late, dict(event.data)))
-        work.stored[device.id].append(event.seq)
+        accepted = _accept(work, item, device, event.seq, event.measured_at, limits,
+                           partial(check_event, device.kind, event.type, event.data))
+        if accepted is not None:
+            citizen, late, _ = accepted
+            work.events.append((device.id, event.type, event.measured_at, citizen, event.seq,
+                                received_at, late, dict(event.data)))
 
 
 def _write_status(conn: Conn, item: Decoded, message: StatusMessageV1) -> None:
