@@ -13,6 +13,7 @@ from api.deps import current_caller
 from api.routes import dead_letters, devices, health, readings
 from core.clock import Clock, system_clock
 from core.db import open_pool
+from core.migrations import load_migrations
 from core.settings import Settings
 
 
@@ -25,6 +26,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
         owned = pool is None
         app.state.pool = pool or open_pool(settings.database_dsn())
         app.state.clock = clock
+        app.state.migrations_expected = len(load_migrations())  # read once, not per probe
         try:
             yield
         finally:

@@ -56,17 +56,3 @@ class RegisteredDevice(BaseModel):
                 return pairing.citizen_id
         return None
 
-
-class ReadingRow(BaseModel):
-    """One stored value of one metric."""
-
-    model_config = ConfigDict(frozen=True)
-
-    device_id: str
-    metric: str
-    measured_at: AwareDatetime
-    citizen_id: UUID
-    value: float
-    seq: int
-    received_at: AwareDatetime
-    late: bool

@@ -6,10 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from devices.dead_letters import DeadLetter
 from ingest.wire import (
+    PAYLOAD_MODELS,
     EventsMessageV1,
     ReadingsMessageV1,
     StatusMessageV1,
@@ -20,11 +21,6 @@ from ingest.wire import (
 DEAD_LETTER_PAYLOAD_LIMIT = 16 * 1024
 
 WireMessage = ReadingsMessageV1 | EventsMessageV1 | StatusMessageV1
-_MODELS: dict[str, type[BaseModel]] = {
-    "readings": ReadingsMessageV1,
-    "events": EventsMessageV1,
-    "status": StatusMessageV1,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +60,7 @@ def decode(inbound: Inbound, *, topic_root: str, max_payload_bytes: int) -> Deco
                            f"{len(inbound.payload)} bytes > limit {max_payload_bytes}",
                            device_id=device_id)
     try:
-        message = _MODELS[channel].model_validate_json(inbound.payload)
+        message = PAYLOAD_MODELS[channel].model_validate_json(inbound.payload)
     except ValidationError as exc:
         reason, detail = _explain(exc)
         return dead_letter(inbound, reason, detail, device_id=device_id)

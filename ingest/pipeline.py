@@ -60,9 +60,18 @@ class BatchOutcome:
     """What one committed batch did; `acks` go to the devices once the commit is done."""
 
     readings_stored: int = 0
-    readings_accepted: int = 0
     dead_letters: int = 0
     acks: dict[str, AckCommandV1] = field(default_factory=dict)
+
+    def add(self, other: BatchOutcome) -> None:
+        """Fold in the outcome of another commit (a batch stored message by message)."""
+        self.readings_stored += other.readings_stored
+        self.dead_letters += other.dead_letters
+        for device_id, ack in other.acks.items():
+            mine = self.acks.get(device_id)
+            self.acks[device_id] = ack if mine is None else AckCommandV1(
+                stored=sorted({*mine.stored, *ack.stored}),
+                rejected=[*mine.rejected, *ack.rejected])
 
 
 @dataclass
@@ -107,7 +116,6 @@ def process_batch(conn: Conn, batch: list[Inbound], limits: Limits,
 
     outcome = BatchOutcome()
     outcome.readings_stored = devices_repo.insert_readings(conn, work.readings)
-    outcome.readings_accepted = len(work.readings)
     devices_repo.insert_events(conn, work.events)
     devices_repo.touch_last_seen(conn, last_seen.due(seen) if last_seen else seen)
     dead_letters.insert_dead_letters(conn, work.dead)

@@ -213,9 +213,7 @@ class IngestWorker:
                     dead_letters.insert_dead_letters(conn, [letter])
                 total.dead_letters += 1
                 continue
-            total.readings_stored += outcome.readings_stored
-            total.dead_letters += outcome.dead_letters
-            total.acks.update(outcome.acks)
+            total.add(outcome)
         return total
 
     def _acknowledge(self, batch: list[Delivery], outcome: BatchOutcome) -> None:

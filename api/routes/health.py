@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.problems import problem
-from core.migrations import load_migrations
 from devices import repository
 
 router = APIRouter(tags=["health"])
@@ -23,7 +22,7 @@ def health() -> dict[str, str]:
 @router.get("/ready", response_model=None)
 def ready(request: Request) -> dict[str, Any] | JSONResponse:
     """Ready when the database answers and every migration has been applied."""
-    expected = len(load_migrations())
+    expected: int = request.app.state.migrations_expected
     try:
         with request.app.state.pool.connection(timeout=2) as conn:
             applied = conn.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()["n"]
