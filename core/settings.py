@@ -34,11 +34,21 @@ class Settings(BaseSettings):
     # Upper bound on un-acknowledged messages in flight to one worker (MQTT 5 Receive Maximum).
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
 
+    # Received messages waiting for the writer, bounded in bytes as well as in count: a full
+    # inbox never blocks the network thread (see ingest/inbox.py).
+    inbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # A stop finishes within this time; what is not committed by then is left unacknowledged
+    # for the broker to redeliver.
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+
     batch_max: int = Field(default=500, ge=1)
     batch_wait_ms: int = Field(default=10, ge=0)
-    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    # The protocol's limit (ingest/wire.py MAX_PAYLOAD_BYTES); lower it, never raise it.
+    max_payload_bytes: int = Field(default=256 * 1024, ge=256, le=256 * 1024)
     late_after_s: int = Field(default=600, ge=0)
     max_clock_ahead_s: int = Field(default=300, ge=0)
+    # Dead letters keep whole payloads (up to max_payload_bytes): kept this long, then purged.
+    dead_letter_retention_days: int = Field(default=30, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
