@@ -1,7 +1,12 @@
-"""Applies the numbered plain-SQL files in migrations/ in order, each once, each in a transaction."""
+"""Applies the numbered plain-SQL files in migrations/ in order, each once, each in a transaction.
+
+Each applied file's SHA-256 is recorded; a database whose recorded migration differs from the
+file of that number was built by other code (an earlier pre-release) and is refused rather than
+run against a schema the code does not expect."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -22,10 +27,15 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     name       text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 )"""
-_APPLIED = "SELECT version FROM schema_migrations"
-_RECORD = "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
+_ADD_CHECKSUM = "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text"
+_APPLIED = "SELECT version, sha256 FROM schema_migrations"
+_RECORD = "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)"
 # The storage choice is made inside the SQL of migration 0001; this passes the operator's wish in.
 _SET_STORAGE = "SELECT set_config('telecare.storage', %s, false)"
+
+
+class MigrationMismatch(RuntimeError):
+    """The database was migrated by different SQL than the files of this version hold."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 def migrations_dir() -> Path:
@@ -62,16 +76,25 @@ def migrate(dsn: str, *, storage: str = "auto", directory: Path | None = None) -
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(_CREATE_LEDGER)
-            done = {row[0] for row in conn.execute(_APPLIED)}
+            conn.execute(_ADD_CHECKSUM)
+            done = {row[0]: row[1] for row in conn.execute(_APPLIED)}
             conn.execute(_SET_STORAGE, (storage,))
             for migration in load_migrations(directory):
                 if migration.version in done:
+                    _check_unchanged(migration, done[migration.version])
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql.encode())
-                    conn.execute(_RECORD, (migration.version, migration.name))
+                    conn.execute(_RECORD, (migration.version, migration.name, migration.sha256))
                 log.info("applied migration %s", migration.name)
                 applied_now.append(migration.name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def _check_unchanged(migration: Migration, recorded: str | None) -> None:
+    if recorded != migration.sha256:
+        raise MigrationMismatch(
+            f"migration {migration.name} in this database differs from the file (built by another "
+            "version of Telecare); migrate a new database (for the demo: delete .telecare/)")

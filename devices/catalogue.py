@@ -14,7 +14,8 @@ from devices.errors import InvalidReading
 
 class Metric(BaseModel):
     """One stored quantity. A value outside [possible_min, possible_max] is physiologically
-    impossible (or a broken sensor) and is dead-lettered, never stored."""
+    impossible, or a broken sensor, or the emergency itself (SpO2 45): it is stored with the
+    quality mark `implausible`, kept out of aggregates by default, and the rules decide."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -129,32 +130,43 @@ DEVICE_EVENTS: Mapping[DeviceKind, frozenset[EventType]] = {
 }
 
 
+VALID = "valid"
+IMPLAUSIBLE = "implausible"
+
+
+def _kind(device_kind: str) -> DeviceKind | None:
+    # A registry row of a kind this version does not know refuses its items; it never raises.
+    try:
+        return DeviceKind(device_kind)
+    except ValueError:
+        return None
+
+
 def metric_values(device_kind: str, measurement: str,
-                  values: Mapping[str, float]) -> list[tuple[str, float]]:
-    """The (metric, value) pairs of one reading, or InvalidReading with the dead-letter reason."""
+                  values: Mapping[str, float]) -> list[tuple[str, float, str]]:
+    """The (metric, value, quality) of each value of one reading, or InvalidReading with the
+    reason it is refused. Details name fields and ranges, never the measured value."""
     try:
         mtype = MeasurementType(measurement)
     except ValueError:
-        raise InvalidReading("unknown_type", f"unknown measurement type {measurement!r}") from None
-    allowed = DEVICE_MEASUREMENTS.get(DeviceKind(device_kind), frozenset())
-    if mtype not in allowed:
+        raise InvalidReading("unknown_type", "unknown measurement type") from None
+    kind = _kind(device_kind)
+    if kind is None or mtype not in DEVICE_MEASUREMENTS.get(kind, frozenset()):
         raise InvalidReading("type_not_supported",
                              f"a {device_kind} device does not measure {mtype.value}")
     components = COMPONENTS[mtype]
     if values.keys() != components.keys():
         raise InvalidReading("invalid_components",
-                             f"{mtype.value} needs values {sorted(components)}, got {sorted(values)}")
-    pairs = []
+                             f"{mtype.value} needs values {sorted(components)}")
+    triples = []
     for name, metric_code in components.items():
-        value = values[name]
+        value = float(values[name])
+        if not math.isfinite(value):
+            raise InvalidReading("schema_violation", f"{name} is not a finite number")
         metric = METRICS[metric_code]
-        if not (math.isfinite(value) and metric.possible_min <= value <= metric.possible_max):
-            raise InvalidReading(
-                "implausible_value",
-                f"{name}={value} {metric.ucum} outside the possible range "
-                f"{metric.possible_min}..{metric.possible_max}")
-        pairs.append((metric_code, float(value)))
-    return pairs
+        plausible = metric.possible_min <= value <= metric.possible_max
+        triples.append((metric_code, value, VALID if plausible else IMPLAUSIBLE))
+    return triples
 
 
 # Required fields of each event's data, with the values they may take (None: any text/number).
@@ -169,12 +181,13 @@ EVENT_FIELDS: Mapping[EventType, Mapping[str, frozenset[str] | None]] = {
 
 def check_event(device_kind: str, event: str, data: Mapping[str, object]) -> None:
     """Raise InvalidReading unless this kind of device may send this event with this data."""
-    etype = EventType(event)
-    if etype not in DEVICE_EVENTS.get(DeviceKind(device_kind), frozenset()):
+    try:
+        etype = EventType(event)
+    except ValueError:
+        raise InvalidReading("unknown_type", "unknown event type") from None
+    kind = _kind(device_kind)
+    if kind is None or etype not in DEVICE_EVENTS.get(kind, frozenset()):
         raise InvalidReading("type_not_supported", f"a {device_kind} device does not send {event}")
-    if any(isinstance(v, str) and "\x00" in v for v in data.values()):
-        # PostgreSQL text cannot hold NUL: refuse it here with a reason rather than fail the batch.
-        raise InvalidReading("invalid_event_data", f"{event} data contains a NUL character")
     for name, allowed in EVENT_FIELDS[etype].items():
         if name not in data:
             raise InvalidReading("invalid_event_data", f"{event} needs data field {name!r}")

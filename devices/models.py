@@ -46,13 +46,22 @@ class RegisteredDevice(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    kind: DeviceKind
+    # Text as the registry holds it: a kind this version does not know must refuse the
+    # device's items, not crash the reader.
+    kind: str
     pairings: tuple[Pairing, ...] = ()
 
     def citizen_at(self, at: datetime) -> UUID | None:
         """The citizen who had the device at `at`, if any."""
         for pairing in self.pairings:
             if pairing.covers(at):
+                return pairing.citizen_id
+        return None
+
+    def citizen_throughout(self, start: datetime, end: datetime) -> UUID | None:
+        """The citizen who had the device during all of [start, end], if one did."""
+        for pairing in self.pairings:
+            if pairing.covers(start) and pairing.covers(end):
                 return pairing.citizen_id
         return None
 

@@ -1,85 +1,200 @@
-"""From (topic, bytes) to a validated wire message or a dead letter. Pure: no I/O, no clock."""
+"""From (topic, bytes) to a validated wire message or a dead letter. Pure: no I/O, no clock.
+
+Strict in what it reads: UTF-8 JSON only, no duplicate keys (the last one must not silently
+win), no NaN or Infinity, no text PostgreSQL cannot hold (NUL, unpaired surrogates). The
+envelope is validated first; then each item on its own, so that one bad item is refused by
+its sequence number while the rest of the message is stored."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from devices.dead_letters import DeadLetter
+from devices.dead_letters import DeadLetter, ItemRefusal
 from ingest.wire import (
-    PAYLOAD_MODELS,
-    EventsMessageV1,
-    ReadingsMessageV1,
+    ENVELOPES,
+    ITEM_MODELS,
+    SEQ_MAX,
+    Channel,
+    EventV1,
+    ReadingV1,
     StatusMessageV1,
+    is_downlink,
     parse_topic,
 )
 
-# What a dead letter keeps of the raw payload; its full size and hash are kept regardless.
-DEAD_LETTER_PAYLOAD_LIMIT = 16 * 1024
-
-WireMessage = ReadingsMessageV1 | EventsMessageV1 | StatusMessageV1
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+DETAIL_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """A message as the broker handed it over, stamped with our receive time."""
+    """A message as the broker handed it over, stamped with our receive time. A payload over
+    the size limit is not kept (`payload` empty, `size` its length): it is never copied."""
 
     topic: str
     payload: bytes
     received_at: datetime
+    retained: bool = False
+    size: int | None = None
+
+    @property
+    def payload_bytes(self) -> int:
+        return len(self.payload) if self.size is None else self.size
 
 
-@dataclass(frozen=True, slots=True)
+Item = ReadingV1 | EventV1
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity
 class Decoded:
+    """A message whose envelope is valid: its items that passed validation (with their
+    position in the message), and the refusals of those that did not."""
+
     inbound: Inbound
     device_id: str
-    message: WireMessage
+    channel: Channel
+    sent_at: datetime | None = None
+    items: tuple[tuple[int, Item], ...] = ()
+    refused: tuple[ItemRefusal, ...] = ()
+    status: StatusMessageV1 | None = None
+
+
+class _Unreadable(ValueError):
+    """The payload is not the JSON the protocol allows; the text is the dead letter's detail."""
+
+
+class UnstorableText:
+    """Stands in for a JSON string PostgreSQL cannot hold (NUL, an unpaired surrogate): it is
+    no `str`, so the field that holds it fails validation, and only its item is refused."""
+
+    def __repr__(self) -> str:
+        return "<text with NUL or an unpaired surrogate>"
+
+
+UNSTORABLE = UnstorableText()
 
 
 def dead_letter(inbound: Inbound, reason: str, detail: str, *, device_id: str | None = None,
-                seq: int | None = None) -> DeadLetter:
-    """A dead letter for `inbound` keeping a bounded copy of its payload."""
+                items: tuple[ItemRefusal, ...] = ()) -> DeadLetter:
+    """A dead letter for `inbound` keeping its whole payload (it is within the size limit)."""
     return DeadLetter(
-        received_at=inbound.received_at, topic=inbound.topic, device_id=device_id, seq=seq,
-        reason=reason, detail=detail[:1000], payload=inbound.payload[:DEAD_LETTER_PAYLOAD_LIMIT],
-        payload_bytes=len(inbound.payload),
-        payload_sha256=hashlib.sha256(inbound.payload).digest())
+        received_at=inbound.received_at, topic=inbound.topic, device_id=device_id,
+        reason=reason, detail=detail[:DETAIL_LIMIT], payload=inbound.payload,
+        payload_bytes=inbound.payload_bytes,
+        payload_sha256=hashlib.sha256(inbound.payload).digest(), items=items)
 
 
-def decode(inbound: Inbound, *, topic_root: str, max_payload_bytes: int) -> Decoded | DeadLetter:
-    """Check the topic, size, JSON, schema and device identity of one message."""
+def decode(inbound: Inbound, *, topic_root: str,
+           max_payload_bytes: int) -> Decoded | DeadLetter | None:
+    """Check the topic, size, JSON, envelope, device identity and each item of one message.
+    None: nothing to store (an empty status clears a retained message; our own downlink)."""
+    if is_downlink(topic_root, inbound.topic):
+        return None
     route = parse_topic(topic_root, inbound.topic)
     if route is None:
-        return dead_letter(inbound, "invalid_topic", f"not a v1 device topic: {inbound.topic!r}")
+        return dead_letter(inbound, "invalid_topic",
+                           "not telecare/v1/{device_id}/{readings,events,status}")
     device_id, channel = route
-    if len(inbound.payload) > max_payload_bytes:
+    if inbound.payload_bytes > max_payload_bytes:
         return dead_letter(inbound, "payload_too_large",
-                           f"{len(inbound.payload)} bytes > limit {max_payload_bytes}",
+                           f"{inbound.payload_bytes} bytes > limit {max_payload_bytes}",
                            device_id=device_id)
+    if channel == "status" and not inbound.payload:
+        return None
     try:
-        message = PAYLOAD_MODELS[channel].model_validate_json(inbound.payload)
+        document = parse_json(inbound.payload)
+    except _Unreadable as exc:
+        return dead_letter(inbound, "invalid_json", str(exc), device_id=device_id)
+    try:
+        envelope = ENVELOPES[channel].model_validate(document)
     except ValidationError as exc:
         reason, detail = _explain(exc)
         return dead_letter(inbound, reason, detail, device_id=device_id)
-    assert isinstance(message, ReadingsMessageV1 | EventsMessageV1 | StatusMessageV1)
-    if message.device_id != device_id:
+    claimed = getattr(envelope, "device_id", None)
+    if claimed != device_id:
         # A device may speak only for itself: the topic carries its authenticated identity.
-        return dead_letter(inbound, "device_mismatch",
-                           f"topic device {device_id!r} != payload device {message.device_id!r}",
+        return dead_letter(inbound, "device_mismatch", "payload device_id differs from the topic's",
                            device_id=device_id)
-    return Decoded(inbound=inbound, device_id=device_id, message=message)
+    if isinstance(envelope, StatusMessageV1):
+        return Decoded(inbound, device_id, channel, status=envelope)
+    raw_items: list[Any] = getattr(envelope, channel)
+    items, refused = _validate_items(ITEM_MODELS[channel], raw_items)
+    return Decoded(inbound, device_id, channel, sent_at=getattr(envelope, "sent_at", None),
+                   items=items, refused=refused)
+
+
+def parse_json(payload: bytes) -> Any:
+    """UTF-8 JSON as Python values, refusing what the protocol does not allow."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Unreadable("not UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+    except _Unreadable:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an absurdly long number
+        raise _Unreadable(f"not JSON: {type(exc).__name__}") from None
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _Unreadable(f"duplicate key {key[:32]!r}")
+        if not _storable(key):
+            raise _Unreadable("a key with a NUL character or an unpaired surrogate")
+        obj[key] = UNSTORABLE if isinstance(value, str) and not _storable(value) else value
+    return obj
+
+
+def _storable(text: str) -> bool:
+    return "\x00" not in text and not _UNPAIRED_SURROGATE.search(text)
+
+
+def _no_constant(name: str) -> None:
+    raise _Unreadable(f"{name} is not a JSON number")
+
+
+def _validate_items(model: type[BaseModel], raw_items: list[Any]
+                    ) -> tuple[tuple[tuple[int, Item], ...], tuple[ItemRefusal, ...]]:
+    items: list[tuple[int, Item]] = []
+    refused: list[ItemRefusal] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            item = model.model_validate(raw)
+        except ValidationError as exc:
+            reason, detail = _explain(exc)
+            refused.append(ItemRefusal(index, _seq_of(raw), reason, detail))
+            continue
+        assert isinstance(item, ReadingV1 | EventV1)
+        items.append((index, item))
+    return tuple(items), tuple(refused)
+
+
+def _seq_of(raw: Any) -> int | None:
+    """The sequence number of an item that failed validation, if it has a valid one: the
+    device can then be told that this item is refused."""
+    seq = raw.get("seq") if isinstance(raw, dict) else None
+    return seq if type(seq) is int and 0 <= seq <= SEQ_MAX else None
 
 
 def _explain(exc: ValidationError) -> tuple[str, str]:
-    errors = exc.errors(include_url=False, include_input=False)
-    first = errors[0]
-    if first["type"] == "json_invalid":
-        return "invalid_json", f"not JSON: {first['msg']}"
-    if first["type"] == "literal_error" and first["loc"] == ("v",):
-        return "unsupported_version", "only protocol version v=1 is understood"
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors[:5])
-    return "schema_violation", problems
+    """(reason, detail) of a validation error; the detail names fields, never their values."""
+    reason = "schema_violation"
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        if where == "v" and error["type"] in ("literal_error", "value_error"):
+            reason = "unsupported_version"
+        elif where == "type" and error["type"] == "literal_error":
+            reason = "unknown_type"
+        problems.append(f"{where}: {error['msg']}")
+    return reason, "; ".join(problems[:5])

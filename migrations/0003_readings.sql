@@ -1,28 +1,37 @@
--- The readings time series. Natural key: device + metric + measured time, so a redelivered
--- reading is stored once. Both the device's measured time and our received time are kept.
+-- The readings time series. Identity: device + metric + measured time + the device's
+-- sequence number, so a redelivered reading is stored once and two different measurements at
+-- the same instant are both stored (ingest refuses a redelivery whose content differs).
+-- Both the device's measured time and our received time are kept, and why a reading arrived
+-- late: held by the device (offline) or in transit (waiting at the broker or for Telecare).
 
 DO $$
 DECLARE
     columns text := $cols$(
-        device_id    text NOT NULL,
-        metric       text NOT NULL,
-        measured_at  timestamptz NOT NULL,
-        citizen_id   uuid NOT NULL,
-        value        double precision NOT NULL,
-        seq          bigint NOT NULL,
-        received_at  timestamptz NOT NULL,
-        late         boolean NOT NULL,
-        PRIMARY KEY (device_id, metric, measured_at)
+        device_id      text NOT NULL,
+        metric         text NOT NULL,
+        measured_at    timestamptz NOT NULL,
+        seq            bigint NOT NULL,
+        citizen_id     uuid NOT NULL,
+        value          double precision NOT NULL,
+        received_at    timestamptz NOT NULL,
+        sent_at        timestamptz,
+        late           boolean NOT NULL,
+        delay_cause    text CHECK (delay_cause IN ('device', 'transit', 'unknown')),
+        quality        text NOT NULL DEFAULT 'valid' CHECK (quality IN ('valid', 'implausible')),
+        clock_suspect  boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (device_id, metric, measured_at, seq)
     )$cols$;
 BEGIN
     IF telecare_storage_backend() = 'timescaledb' THEN
         EXECUTE 'CREATE TABLE readings ' || columns;
         PERFORM create_hypertable('readings', by_range('measured_at', INTERVAL '7 days'));
-        -- Compressed chunks are queried per citizen and metric, newest first.
+        -- Compressed chunks are queried per citizen and metric, newest first; every column
+        -- of the primary key is a segment or order column, so idempotent inserts into
+        -- compressed chunks can check the key without decompressing whole segments.
         ALTER TABLE readings SET (
             timescaledb.compress,
-            timescaledb.compress_segmentby = 'citizen_id, metric',
-            timescaledb.compress_orderby = 'measured_at DESC'
+            timescaledb.compress_segmentby = 'citizen_id, metric, device_id',
+            timescaledb.compress_orderby = 'measured_at DESC, seq'
         );
         PERFORM add_compression_policy('readings', INTERVAL '30 days');
     ELSE
@@ -69,15 +78,20 @@ END $$;
 SELECT telecare_ensure_reading_partitions(now() - INTERVAL '13 months', now() + INTERVAL '3 months');
 
 -- Events: button presses, sensor events and screen answers. Far fewer rows than readings.
+-- Identity: device + measured time + sequence number (three answers with one timestamp, or a
+-- door opening and closing within a second, are different events).
 CREATE TABLE device_events (
-    device_id    text NOT NULL,
-    kind         text NOT NULL,
-    measured_at  timestamptz NOT NULL,
-    citizen_id   uuid NOT NULL,
-    seq          bigint NOT NULL,
-    received_at  timestamptz NOT NULL,
-    late         boolean NOT NULL,
-    data         jsonb NOT NULL DEFAULT '{}',
-    PRIMARY KEY (device_id, kind, measured_at)
+    device_id      text NOT NULL,
+    measured_at    timestamptz NOT NULL,
+    seq            bigint NOT NULL,
+    kind           text NOT NULL,
+    citizen_id     uuid NOT NULL,
+    received_at    timestamptz NOT NULL,
+    sent_at        timestamptz,
+    late           boolean NOT NULL,
+    delay_cause    text CHECK (delay_cause IN ('device', 'transit', 'unknown')),
+    clock_suspect  boolean NOT NULL DEFAULT false,
+    data           jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (device_id, measured_at, seq)
 );
 CREATE INDEX device_events_citizen_time ON device_events (citizen_id, measured_at DESC);

@@ -1,0 +1,43 @@
+"""How far a device's clock is from ours, judged from one message. Pure.
+
+A device stamps the times it sends (`sent_at`, a status's `reported_at`) with its own clock;
+we stamp our receive time. Their difference is the clock offset minus the time the message
+spent in transit, which is at least zero and at most `max_transit` (how long the message can
+have waited at the broker or for Telecare). So the offset lies in
+[device_time - received, device_time - received + max_transit]. The clock is suspect only when
+that whole range is further from zero than the tolerance: a late message from a good clock
+never makes it suspect, whatever Telecare's own backlog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ClockCheck:
+    low: timedelta  # the device clock is at least this far ahead of ours (negative: behind)
+    high: timedelta  # and at most this far
+    suspect: bool
+
+    @property
+    def offset_s(self) -> float:
+        """The offset within the possible range that is closest to zero, in seconds."""
+        if self.low > timedelta(0):
+            return self.low.total_seconds()
+        if self.high < timedelta(0):
+            return self.high.total_seconds()
+        return 0.0
+
+    def true_time_range(self, device_time: datetime) -> tuple[datetime, datetime]:
+        """When something the device stamped `device_time` can really have happened, if its
+        clock kept the same offset since."""
+        return device_time - self.high, device_time - self.low
+
+
+def check_clock(device_time: datetime, received_at: datetime, max_transit: timedelta,
+                tolerance: timedelta) -> ClockCheck:
+    """The range the device clock's offset lies in, and whether it is beyond `tolerance`."""
+    low = device_time - received_at
+    high = low + max_transit
+    return ClockCheck(low, high, suspect=low > tolerance or high < -tolerance)
