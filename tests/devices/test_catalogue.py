@@ -31,20 +31,19 @@ def test_every_measurement_type_maps_onto_known_metrics_and_some_device() -> Non
 def test_blood_pressure_becomes_three_metrics() -> None:
     pairs = metric_values("bp_monitor", "blood_pressure",
                           {"systolic": 142, "diastolic": 88, "pulse": 71})
-    assert pairs == [("systolic_bp", 142.0), ("diastolic_bp", 88.0), ("pulse_rate", 71.0)]
+    assert pairs == [("systolic_bp", 142.0, "valid"), ("diastolic_bp", 88.0, "valid"),
+                     ("pulse_rate", 71.0, "valid")]
 
 
 @pytest.mark.parametrize(("kind", "mtype", "values", "reason"), [
-    ("bp_monitor", "blood_pressure", {"systolic": 400, "diastolic": 88, "pulse": 71},
-     "implausible_value"),
     ("bp_monitor", "blood_pressure", {"systolic": 120, "diastolic": 80}, "invalid_components"),
     ("bp_monitor", "blood_pressure", {"systolic": 120, "diastolic": 80, "pulse": 60, "x": 1},
      "invalid_components"),
     ("scale", "blood_pressure", {"systolic": 120, "diastolic": 80, "pulse": 60},
      "type_not_supported"),
     ("scale", "body_mass_index", {"bmi": 22}, "unknown_type"),
-    ("pulse_oximeter", "pulse_oximetry", {"spo2": 101, "pulse": 60}, "implausible_value"),
-    ("thermometer", "body_temperature", {"temperature": math.nan}, "implausible_value"),
+    ("teleporter", "body_weight", {"weight": 80}, "type_not_supported"),  # unknown device kind
+    ("thermometer", "body_temperature", {"temperature": math.nan}, "schema_violation"),
 ])
 def test_bad_readings_are_refused_with_their_reason(kind: str, mtype: str,
                                                      values: dict[str, float],
@@ -54,21 +53,18 @@ def test_bad_readings_are_refused_with_their_reason(kind: str, mtype: str,
     assert refused.value.reason == reason
 
 
-@given(st.sampled_from(sorted(METRICS)), st.floats(allow_nan=True, allow_infinity=True))
-def test_a_value_is_stored_exactly_when_it_is_physiologically_possible(metric: str,
-                                                                       value: float) -> None:
+@given(st.sampled_from(sorted(METRICS)), st.floats(allow_nan=False, allow_infinity=False))
+def test_a_value_is_marked_implausible_exactly_when_it_is_physiologically_impossible(
+        metric: str, value: float) -> None:
     mtype, name = next((t, n) for t, comps in COMPONENTS.items() for n, m in comps.items()
                        if m == metric)
     kind = next(k for k, types in DEVICE_MEASUREMENTS.items() if mtype in types)
     values = {n: (value if n == name else _middle(COMPONENTS[mtype][n]))
               for n in COMPONENTS[mtype]}
     spec = METRICS[metric]
-    possible = math.isfinite(value) and spec.possible_min <= value <= spec.possible_max
-    if possible:
-        assert (metric, value) in metric_values(kind, MeasurementType(mtype), values)
-    else:
-        with pytest.raises(InvalidReading, match="outside the possible range"):
-            metric_values(kind, MeasurementType(mtype), values)
+    possible = spec.possible_min <= value <= spec.possible_max
+    quality = "valid" if possible else "implausible"
+    assert (metric, value, quality) in metric_values(kind, MeasurementType(mtype), values)
 
 
 def _middle(metric: str) -> float:
@@ -83,9 +79,6 @@ def test_events_are_checked_against_the_device_kind_and_their_data() -> None:
     with pytest.raises(InvalidReading) as refused:
         check_event("scale", "emergency_button", {})
     assert refused.value.reason == "type_not_supported"
-
-
-def test_event_text_with_nul_is_refused_before_it_reaches_the_database() -> None:
-    with pytest.raises(InvalidReading, match="NUL"):
-        check_event("home_screen", "questionnaire_answer",
-                    {"questionnaire": "q", "question": "x", "answer": "a\x00b"})
+    with pytest.raises(InvalidReading) as unknown_kind:  # a registry row this version lacks
+        check_event("teleporter", "door", {"state": "open"})
+    assert unknown_kind.value.reason == "type_not_supported"
