@@ -34,7 +34,10 @@ _RFC3339 = re.compile(
 
 def parse_wire_time(value: object) -> datetime:
     """An RFC 3339 text with a UTC offset, as UTC; anything else (a number, digits, no offset)
-    is refused."""
+    is refused. An aware datetime passes too: JSON cannot produce one, so only code that builds
+    a message (a simulator) gives one."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return _not_too_early(value.astimezone(UTC))
     if not isinstance(value, str) or not (match := _RFC3339.match(value)):
         raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. "
                          "2026-11-23T07:12:00+01:00")
@@ -45,6 +48,10 @@ def parse_wire_time(value: object) -> datetime:
         moment = datetime.fromisoformat(text.replace("z", "Z")).astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueError("not a valid calendar time") from None
+    return _not_too_early(moment)
+
+
+def _not_too_early(moment: datetime) -> datetime:
     if moment < EARLIEST_DEVICE_TIME:
         raise ValueError(f"earlier than {EARLIEST_DEVICE_TIME.date()}: no device clock is right")
     return moment
