@@ -8,6 +8,10 @@ For 1 and 2 workers (a shared subscription), for each system:
   * latency at a fixed offered rate: R messages/s for S seconds; publish -> commit per message,
     seen by the publisher as the acknowledgement that follows the commit (Telecare's
     application ack; the baseline publishes the same after each of its commits).
+  * poison: a 400/s stream with 10 poison messages/s mixed in (half a status with a NUL in
+    its firmware, which decoding refuses; half a reading the database refuses, through a
+    CHECK constraint the benchmark adds, which the worker must isolate): ack p99 of the good
+    messages (target under 1 s), Telecare only.
 One reading per message. Workers are separate processes; the broker is a Mosquitto started
 for the run (unbounded queues, so nothing waiting is dropped) and the database is the
 machine's PostgreSQL (a fresh database per run)."""
@@ -42,6 +46,9 @@ from devices import service
 from devices.models import Device
 from telecare.embedded import embedded_broker
 
+# The database refuses this weight (a CHECK constraint the poison run adds), as it would a
+# reading some future constraint or trigger rejects: the worker must isolate it cheaply.
+POISON_WEIGHT = 66.6
 ADMIN_DSN = os.environ.get("TELECARE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -74,11 +81,25 @@ class Probe:
         device = self.devices[index % len(self.devices)]
         self.seq += 1
         now = time.time()
+        self.sent[(device, self.seq)] = now
+        return self._reading(device, now, 70.0 + (self.seq % 100) / 10)
+
+    def _reading(self, device: str, now: float, weight: float) -> paho.MQTTMessageInfo:
         payload = json.dumps({"v": 1, "device_id": device, "readings": [{
             "seq": self.seq, "measured_at": datetime.fromtimestamp(now, UTC).isoformat(),
-            "type": "body_weight", "values": {"weight": 70.0 + (self.seq % 100) / 10}}]})
-        self.sent[(device, self.seq)] = now
+            "type": "body_weight", "values": {"weight": weight}}]})
         return self.client.publish(f"{self.root}/v1/{device}/readings", payload, qos=1)
+
+    def publish_poison(self, index: int) -> None:
+        """A message that must be dead-lettered without holding up the others."""
+        device = self.devices[index % len(self.devices)]
+        if index % 2:
+            status = json.dumps({"v": 1, "device_id": device, "online": True,
+                                 "firmware": "1.4\u00002"})
+            self.client.publish(f"{self.root}/v1/{device}/status", status, qos=1)
+        else:
+            self.seq += 1
+            self._reading(device, time.time(), POISON_WEIGHT)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -262,6 +283,64 @@ def at_rate(system: str, workers: int, port: int, dsn: str, devices: list[str], 
         stop(procs)
 
 
+def poisoned(workers: int, port: int, dsn: str, devices: list[str], rate: float,
+             poison_rate: float, seconds: float, logdir: Path) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, dead letters) of Telecare's acks at `rate` good messages/s with
+    `poison_rate` poison messages/s mixed in."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reset(conn)
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT bench_poison "
+                     f"CHECK (value <> {POISON_WEIGHT}) NOT VALID")
+    try:
+        p50, p99 = _poisoned_run(workers, port, dsn, devices, rate, poison_rate, seconds, logdir)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            dead = int((conn.execute("SELECT count(*) FROM dead_letters").fetchone() or (0,))[0])
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE readings DROP CONSTRAINT bench_poison")
+    return p50, p99, dead
+
+
+def _poisoned_run(workers: int, port: int, dsn: str, devices: list[str], rate: float,
+                  poison_rate: float, seconds: float, logdir: Path,
+                  sample: int = 20) -> tuple[float, float]:
+    root = f"t{uuid.uuid4().hex[:8]}"
+    procs = start_workers("telecare", workers, port, root, dsn, logdir)
+    total = int(rate * seconds)
+    every = max(1, int(rate / poison_rate))
+    sampled = devices[:sample]
+    expected = sum(1 for index in range(total) if index % len(devices) < sample)
+    spawn = multiprocessing.get_context("spawn")
+    ready, out = spawn.Event(), spawn.Queue()
+    listener = spawn.Process(target=listen_for_acks,
+                             args=(port, root, sampled, expected, ready, out))
+    try:
+        listener.start()
+        if not ready.wait(30):
+            raise RuntimeError("the acknowledgement listener did not subscribe")
+        probe = Probe(port, root, devices)
+        start = time.monotonic()
+        for index in range(total):
+            pause = start + index / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            probe.publish(index)
+            if index % every == 0:
+                probe.publish_poison(index // every)
+        arrivals: dict[tuple[str, int], float] = out.get(timeout=total / 100 + 90)
+        probe.close()
+        sent = {key: at for key, at in probe.sent.items() if key[0] in sampled}
+        if sent.keys() - arrivals.keys():
+            raise RuntimeError("poison run: sampled readings never acknowledged")
+        lat = sorted(arrivals[key] - at for key, at in sent.items())
+        return (statistics.median(lat) * 1000,
+                lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000)
+    finally:
+        if listener.is_alive():
+            listener.terminate()
+        stop(procs)
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.send_signal(signal.SIGCONT)
@@ -281,6 +360,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=5, help="sustained drains per system")
+    parser.add_argument("--poison-rate", type=float, default=10.0,
+                        help="poison messages/s inside a 400/s stream (0: skip that run)")
     args = parser.parse_args()
 
     results = []
@@ -303,7 +384,15 @@ def main() -> None:
                 print(f"  {system:9s} workers={workers} at {args.rate:.0f}/s: "
                       f"achieved={achieved:6.0f}/s p50={p50:6.1f} ms p99={p99:6.1f} ms",
                       flush=True)
+        poison = None
+        if args.poison_rate > 0:
+            poison = poisoned(1, port, dsn, devices, 400.0, args.poison_rate, args.seconds,
+                              Path(tmp))
     report(results, args)
+    if poison is not None:
+        print(f"\nPoison: 400 good messages/s with {args.poison_rate:.0f} poison messages/s for "
+              f"{args.seconds:.0f} s, one worker: ack p50 {poison[0]:.1f} ms, p99 "
+              f"{poison[1]:.1f} ms (target under 1,000 ms); {poison[2]} dead letters")
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
