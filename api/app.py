@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
@@ -15,6 +16,15 @@ from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
 from core.settings import Settings
+
+
+class TelecareAPI(FastAPI):
+    """FastAPI whose OpenAPI document also carries the problem+json schema the routes refer to."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            problems.add_problem_schema(super().openapi())
+        return super().openapi()  # built once and kept by FastAPI
 
 
 def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
@@ -33,8 +43,8 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
             if owned:
                 app.state.pool.close()
 
-    app = FastAPI(title="Telecare API", version="0.1.0", lifespan=lifespan,
-                  dependencies=[Depends(current_caller)])
+    app = TelecareAPI(title="Telecare API", version="0.1.0", lifespan=lifespan,
+                      dependencies=[Depends(current_caller)])
     problems.install(app)
     app.include_router(health.router)
     for router in (readings.router, devices.router, dead_letters.router):

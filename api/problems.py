@@ -1,15 +1,19 @@
-"""Errors as RFC 9457 problem+json. Domain errors map to statuses in one table, here."""
+"""Errors as RFC 9457 problem+json. Domain errors map to statuses in one table, here, and the
+answers every route can give are documented from one table, here too."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.schemas import Problem
 from core.errors import Conflict, InvalidInput, NotFound, TelecareError
 
 log = logging.getLogger(__name__)
@@ -20,10 +24,39 @@ STATUS_BY_ERROR: dict[type[TelecareError], int] = {
     InvalidInput: 422,
 }
 PROBLEM = "application/problem+json"
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+# What each status means on this API, for the OpenAPI document.
+_MEANING: dict[int, str] = {
+    404: "No such resource (an unknown citizen or device).",
+    422: "The request is not valid: a parameter is missing, malformed (an id that cannot be one, "
+         "a time without a UTC offset, an unknown metric) or out of range, or parameters "
+         "contradict each other (start not before end, too many buckets). `errors` lists the "
+         "parameters at fault when the form of one is wrong.",
+    500: "An unexpected error; it has been logged. Nothing a client sends should cause it.",
+    503: "Not ready (the database is unavailable or migrations are pending).",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: each status as problem+json, plus 500, which any route may give."""
+    return {status: {"description": _MEANING[status],
+                     "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
+            for status in sorted({*statuses, 500})}
+
+
+def add_problem_schema(document: dict[str, Any]) -> None:
+    """Put the Problem schema into the document's components: the routes refer to it by $ref,
+    and FastAPI registers only the models routes return as JSON."""
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["Problem"] = schema
 
 
 def problem(status: int, detail: str, *, code: str | None = None,
-            extra: dict[str, object] | None = None) -> JSONResponse:
+            extra: dict[str, object] | None = None,
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
     """A problem+json response."""
     body: dict[str, object] = {
         "type": f"https://telecare.dev/problems/{code or status}",
@@ -32,7 +65,7 @@ def problem(status: int, detail: str, *, code: str | None = None,
         "detail": detail,
     }
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _status_of(error: TelecareError) -> int:
@@ -40,6 +73,11 @@ def _status_of(error: TelecareError) -> int:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 400
+
+
+def _errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    # Only where and what: pydantic's `input` would echo what the client sent back.
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
 
 
 def install(app: FastAPI) -> None:
@@ -51,13 +89,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         return problem(422, "the request is not valid", code="invalid_request",
-                       extra={"errors": errors})
+                       extra={"errors": _errors(exc)})
 
     @app.exception_handler(HTTPException)
     async def _http(_r: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        # Starlette's 405 names the allowed methods in its headers (RFC 9110 requires Allow).
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Public(BaseModel):
@@ -35,7 +35,7 @@ class ReadingsPublic(_Public):
     unit: str
     start: datetime
     end: datetime
-    bucket_seconds: int | None
+    bucket_seconds: int | None = None  # present with buckets only
     readings: list[ReadingPublic] | None = None
     buckets: list[BucketPublic] | None = None
 
@@ -90,3 +90,32 @@ class MetricPublic(_Public):
     mdc_ref: str
     possible_min: float
     possible_max: float
+
+
+class Health(_Public):
+    status: str
+
+
+class Ready(_Public):
+    status: str
+    storage: str
+    migrations: int
+
+
+class ProblemError(_Public):
+    """One parameter at fault: where (e.g. ["query", "start"]) and what is wrong with it."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(_Public):
+    """An error answer, RFC 9457 (application/problem+json)."""
+
+    type: str = Field(description="a URI naming the kind of problem, e.g. "
+                      "https://telecare.dev/problems/citizen_not_found")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[ProblemError] = Field(
+        default_factory=list, description="with 422 for a malformed parameter: each one at fault")

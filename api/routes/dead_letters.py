@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api.deps import DbDep, NowDep
+from api.params import OptionalTime
+from api.problems import responses
 from api.schemas import DeadLetterPublic, DeadLetterReason, DeadLetterReport
 from devices.dead_letters import dead_letter_summary, recent_dead_letters
 
 router = APIRouter(tags=["ingest"])
 
 
-@router.get("/dead-letters", response_model=DeadLetterReport)
+@router.get("/dead-letters", response_model=DeadLetterReport, responses=responses(422))
 def dead_letters(
     conn: DbDep,
     now: NowDep,
-    since: Annotated[datetime | None, Query(description="default: the last 24 hours")] = None,
+    since: Annotated[OptionalTime, Query(description="default: the last 24 hours")] = None,
     limit: Annotated[int, Query(ge=0, le=1000)] = 50,
 ) -> DeadLetterReport:
     """Counts by reason since `since`, and the most recent dead letters (payloads not included)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from api.deps import DbDep
+from api.params import DeviceId
+from api.problems import responses
 from api.schemas import DevicePublic
 from devices import repository
 from devices.errors import CitizenNotFound, DeviceNotFound
@@ -14,21 +17,25 @@ from devices.errors import CitizenNotFound, DeviceNotFound
 router = APIRouter(tags=["devices"])
 
 
-@router.get("/devices", response_model=list[DevicePublic])
+@router.get("/devices", response_model=list[DevicePublic], responses=responses())
 def list_devices(conn: DbDep) -> list[DevicePublic]:
     """Every registered device with its current holder and status."""
     return [DevicePublic(**row) for row in repository.devices_with_status(conn)]
 
 
-@router.get("/devices/{device_id}", response_model=DevicePublic)
-def get_device(device_id: str, conn: DbDep) -> DevicePublic:
+# A malformed id is 422 like a malformed citizen id, not 404: the client learns that its
+# request is wrong, not that a device is missing, and the text never reaches the database.
+@router.get("/devices/{device_id}", response_model=DevicePublic, responses=responses(404, 422))
+def get_device(device_id: Annotated[DeviceId, Path()], conn: DbDep) -> DevicePublic:
+    """One device with its current holder and status."""
     rows = repository.devices_with_status(conn, device_id=device_id)
     if not rows:
         raise DeviceNotFound(f"no device {device_id!r}")
     return DevicePublic(**rows[0])
 
 
-@router.get("/citizens/{citizen_id}/devices", response_model=list[DevicePublic])
+@router.get("/citizens/{citizen_id}/devices", response_model=list[DevicePublic],
+            responses=responses(404, 422))
 def citizen_devices(citizen_id: UUID, conn: DbDep) -> list[DevicePublic]:
     """The devices a citizen has now."""
     if not repository.citizen_exists(conn, citizen_id):

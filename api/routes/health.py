@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.problems import problem
+from api.problems import problem, responses
+from api.schemas import Health, Ready
 from devices import repository
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-def health() -> dict[str, str]:
+@router.get("/health", response_model=Health, responses=responses())
+def health() -> Health:
     """The process is up."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/ready", response_model=None)
-def ready(request: Request) -> dict[str, Any] | JSONResponse:
+@router.get("/ready", response_model=Ready, responses=responses(503))
+def ready(request: Request) -> Ready | JSONResponse:
     """Ready when the database answers and every migration has been applied."""
     expected: int = request.app.state.migrations_expected
     try:
@@ -31,4 +30,4 @@ def ready(request: Request) -> dict[str, Any] | JSONResponse:
         return problem(503, f"database unavailable: {type(exc).__name__}", code="not_ready")
     if applied < expected:
         return problem(503, f"{expected - applied} migration(s) pending", code="not_ready")
-    return {"status": "ready", "storage": backend, "migrations": applied}
+    return Ready(status="ready", storage=backend, migrations=applied)
