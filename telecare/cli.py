@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -57,9 +58,12 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from simulators.fleet import FleetOptions, run_fleet
 
+    citizen_ids = (json.loads(Path(args.citizen_ids).read_text(encoding="utf-8"))
+                   if args.citizen_ids else None)
     options = FleetOptions(citizens=args.citizens, seed=args.seed, speed=args.speed,
                            days=args.days, faults=tuple(args.fault or ()),
-                           ground_truth=args.ground_truth)
+                           ground_truth=args.ground_truth, backfill_days=args.backfill_days,
+                           citizen_ids=citizen_ids)
     run_fleet(settings, options, _stop_on_signals())
     return 0
 
@@ -106,9 +110,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="run simulated citizens' devices over MQTT")
     sim.add_argument("--speed", type=float, default=60.0,
                      help="simulated seconds per real second")
-    sim.add_argument("--days", type=float, default=None, help="stop after this many sim days")
+    sim.add_argument("--days", type=float, default=None,
+                     help="replay this many days up to now, then stop (default: go live)")
+    sim.add_argument("--backfill-days", type=float, default=1.0,
+                     help="when live: replay this many days first")
     sim.add_argument("--fault", action="append", choices=FAULTS)
-    sim.add_argument("--ground-truth", default=None, help="write deterioration episodes here")
+    sim.add_argument("--ground-truth", default=None,
+                     help="append JSON lines here as the run goes: citizens, episodes, faults")
+    sim.add_argument("--citizen-ids", default=None,
+                     help="JSON file {citizen key: registry citizen id} to name citizens by "
+                     "id in the ground truth too")
     sim.set_defaults(run=cmd_simulate)
 
     sub.add_parser("provision", parents=[fleet_args],

@@ -1,9 +1,9 @@
 """Simulated citizens publish through the broker; the API returns exactly what they measured."""
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,16 +17,22 @@ from core.db import open_pool
 from core.settings import Settings
 from ingest.worker import IngestWorker
 from simulators.fleet import Fleet, FleetOptions, FleetReport
-from simulators.population import CONDITIONS, build_fleet
+from simulators.groundtruth import read_ground_truth
+from simulators.population import CONDITIONS, CitizenSpec, build_fleet
 from telecare.provision import provision_fleet
 
 pytestmark = pytest.mark.slow
 
 
-def _run_fleet(settings: Settings, options: FleetOptions) -> tuple[Fleet, FleetReport]:
+def _run_fleet(settings: Settings, options: FleetOptions,
+               conn: psycopg.Connection[Any] | None = None) -> tuple[Fleet, FleetReport]:
+    """Register the fleet, then run it (telling it the registry's citizen ids, given `conn`)."""
     assert settings.mqtt_host is not None
-    provision_fleet(settings.database_dsn(), build_fleet(options.citizens, options.seed,
-                                                         options.prefix))
+    citizens = build_fleet(options.citizens, options.seed, options.prefix)
+    provision_fleet(settings.database_dsn(), citizens)
+    if conn is not None:
+        options = replace(options, citizen_ids={
+            k: str(v) for k, v in _citizen_ids(conn, citizens).items()})
     fleet = Fleet(settings.mqtt_host, settings.mqtt_port, settings.mqtt_protocol,
                   settings.topic_root, options)
     return fleet, fleet.run(threading.Event())
@@ -40,10 +46,10 @@ def api(settings: Settings) -> Iterator[TestClient]:
     pool.close()
 
 
-def _citizen_ids(conn: psycopg.Connection[Any], fleet: Fleet) -> dict[str, Any]:
+def _citizen_ids(conn: psycopg.Connection[Any], citizens: list[CitizenSpec]) -> dict[str, Any]:
     """Simulated citizen key -> the citizen id its devices are paired to."""
     ids = {}
-    for citizen in fleet.citizens:
+    for citizen in citizens:
         row = conn.execute("SELECT citizen_id FROM device_pairings WHERE device_id = %s",
                            (citizen.devices[0].id,)).fetchone()
         assert row is not None
@@ -53,14 +59,19 @@ def _citizen_ids(conn: psycopg.Connection[Any], fleet: Fleet) -> dict[str, Any]:
 
 def test_the_api_returns_exactly_the_readings_the_fleet_published(
         settings: Settings, worker: IngestWorker, conn: psycopg.Connection[Any],
-        api: TestClient) -> None:
+        api: TestClient, tmp_path: Path) -> None:
     options = FleetOptions(citizens=10, seed=7, speed=400_000, days=3,
-                           prefix=f"e{uuid.uuid4().hex[:6]}")
-    fleet, report = _run_fleet(settings, options)
+                           prefix=f"e{uuid.uuid4().hex[:6]}",
+                           ground_truth=str(tmp_path / "truth.jsonl"))
+    fleet, report = _run_fleet(settings, options, conn)
     assert report.unanswered() == 0 and not report.rejected
     assert len(report.generated) > 50
 
-    citizen_ids = _citizen_ids(conn, fleet)
+    citizen_ids = _citizen_ids(conn, fleet.citizens)
+    # The ground truth names citizens by key and, when told, by the registry's id.
+    named = {(r["citizen"], r["citizen_id"]) for r in read_ground_truth(tmp_path / "truth.jsonl")
+             if r["type"] in ("citizen", "episode")}
+    assert named == {(k, str(v)) for k, v in citizen_ids.items()}
     expected: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
     for citizen in fleet.citizens:
         for device in citizen.devices:
@@ -88,31 +99,52 @@ def test_the_api_returns_exactly_the_readings_the_fleet_published(
 def test_faults_lose_nothing_and_duplicate_nothing(settings: Settings, worker: IngestWorker,
                                                    conn: psycopg.Connection[Any],
                                                    tmp_path: Path) -> None:
-    truth = tmp_path / "truth.json"
+    truth = tmp_path / "truth.jsonl"
     options = FleetOptions(citizens=10, seed=11, speed=400_000, days=4,
                            faults=("duplicates", "offline", "malformed", "clock_skew",
-                                   "low_battery"),
+                                   "low_battery", "sensor_fault"),
                            prefix=f"f{uuid.uuid4().hex[:6]}", ground_truth=str(truth))
     fleet, report = _run_fleet(settings, options)
     assert report.unanswered() == 0
+    # Only the clock two days ahead has items refused, for its clock; the one three hours
+    # behind is stored (late). Refusals are final: the device does not send them again.
     skewed = fleet.devices[0].spec.id
-    assert report.rejected and {r for (d, _), r in report.rejected.items()} == {
-        "measured_in_future"} and all(d == skewed for d, _ in report.rejected)
+    reasons = set(report.rejected.values())
+    assert report.rejected and reasons <= {"measured_in_future", "clock_untrusted"}
+    assert all(d == skewed for d, _ in report.rejected)
     stored = conn.execute(
         "SELECT count(DISTINCT (device_id, seq)) FROM readings WHERE device_id LIKE %s",
         (f"{options.prefix}%",)).fetchone()
     assert stored == (len(report.generated) - len(report.rejected),)
-    dead = conn.execute("SELECT reason, count(*) FROM dead_letters WHERE topic LIKE %s "
-                        "GROUP BY reason", (f"%/{options.prefix}%",)).fetchall()
-    assert {"measured_in_future"} <= {r for r, _ in dead}
-    assert report.malformed_sent > 0 and sum(n for r, n in dead if r != "measured_in_future") > 0
+    like = (f"%/{options.prefix}%",)
+    dead = dict(conn.execute("SELECT reason, count(*) FROM dead_letters WHERE topic LIKE %s "
+                             "GROUP BY reason", like).fetchall())
+    refused = {r for (r,) in conn.execute(
+        "SELECT DISTINCT i.reason FROM dead_letter_items i JOIN dead_letters d "
+        "ON d.id = i.dead_letter_id WHERE d.topic LIKE %s", like).fetchall()}
+    assert refused == reasons
+    assert report.malformed_sent > 0 and sum(n for r, n in dead.items()
+                                             if r != "items_rejected") > 0
+    # A sensor fault's impossible values are stored, marked, not refused.
+    glitches = report.glitches - report.rejected.keys()
+    assert glitches
+    marked = {(d, q) for d, q, quality in conn.execute(
+        "SELECT device_id, seq, quality FROM readings WHERE device_id LIKE %s",
+        (f"{options.prefix}%",)).fetchall() if quality == "implausible"}
+    assert marked == glitches
     battery = conn.execute("SELECT max(battery_pct) FROM device_status WHERE device_id LIKE %s",
                            (f"{options.prefix}%",)).fetchone()
     assert battery is not None and battery[0] < 25
 
-    episodes = json.loads(truth.read_text())
+    records = list(read_ground_truth(truth))
+    assert records[0]["type"] == "run" and records[-1]["type"] == "stop"
+    episodes = [r for r in records if r["type"] == "episode"]
     assert episodes and {e["episode"] for e in episodes} <= {
-        "weight_gain", "exacerbation", "hypoglycaemia", "bp_rise", "inactivity"}
+        "hf_decompensation", "copd_exacerbation", "hypoglycaemia", "bp_rise", "inactivity"}
+    faults = {r["fault"] for r in records if r["type"] == "fault"}
+    assert faults == {"duplicate", "offline", "back_online", "malformed", "clock_skew",
+                      "low_battery", "sensor"}
+    assert records[-1]["unanswered"] == 0
 
 
 def test_a_fleet_is_reproducible_from_its_seed() -> None:
