@@ -15,12 +15,11 @@ COPY api api
 COPY simulators simulators
 COPY pilots pilots
 COPY telecare telecare
+COPY migrations migrations
 RUN python -m venv /opt/telecare && /opt/telecare/bin/pip install .
-# core.migrations reads migrations/ beside the installed packages, and the wheel does not carry
-# it: put it there, and refuse to build an image whose `telecare migrate` would find nothing.
-COPY migrations /opt/telecare/lib/python3.11/site-packages/migrations
+# The SQL ships as package data; refuse to build an image whose `telecare migrate` finds none.
 RUN /opt/telecare/bin/python -c "from core.migrations import load_migrations as m; \
-assert m(), 'no migrations found beside the installed packages'" \
+assert m(), 'no migrations in the installed package'" \
     && /opt/telecare/bin/pip uninstall --yes pip
 
 # Runtime stage: the same Python, the virtual environment, nothing else.

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, WithJsonSchema
 
 from devices.catalogue import METRICS
+from devices.models import DEVICE_ID_PATTERN
 
 # Years as written, not after conversion to UTC: a bound applied after conversion cannot be
 # said exactly by a pattern. Four-digit years from 1970 also keep every datetime the API
@@ -36,7 +37,7 @@ _TIME = re.compile(_TIME_BODY)
 TIME_PATTERN = "^" + re.sub(r"\(\?P<[a-z_]+>", "(?:", _TIME_BODY) + "$"
 EARLIEST_YEAR, LATEST_YEAR = 1970, 9999
 
-DEVICE_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"  # the registry's rule (devices.models.Device.id)
+
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN[1:-1])
 
 # A whole number without leading zeros and a unit. Four digits bound a bucket to 9999 days, so

@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.schemas import Problem
@@ -34,7 +36,8 @@ _MEANING: dict[int, str] = {
          "contradict each other (start not before end, too many buckets). `errors` lists the "
          "parameters at fault when the form of one is wrong.",
     500: "An unexpected error; it has been logged. Nothing a client sends should cause it.",
-    503: "Not ready (the database is unavailable or migrations are pending).",
+    503: "The database is unavailable (try again after Retry-After seconds), or, for /ready, "
+         "migrations are pending.",
 }
 
 
@@ -42,7 +45,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route: each status as problem+json, plus 500, which any route may give."""
     return {status: {"description": _MEANING[status],
                      "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
-            for status in sorted({*statuses, 500})}
+            for status in sorted({*statuses, 500, 503})}
 
 
 def add_problem_schema(document: dict[str, Any]) -> None:
@@ -96,6 +99,15 @@ def install(app: FastAPI) -> None:
     async def _http(_r: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's 405 names the allowed methods in its headers (RFC 9110 requires Allow).
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or saturated: say so, and when to try again, rather than 500.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return problem(503, "the database is unavailable; try again shortly",
+                       code="unavailable", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,13 @@ class ReadingPublic(_Public):
     seq: int
     received_at: datetime
     late: bool
+    delay_cause: Literal["device", "transit", "unknown"] | None = Field(
+        description="why a late reading was late: held by the device (offline), waiting after "
+        "it was sent (broker or Telecare backlog), or not known (the device sent no sent_at)")
+    quality: Literal["valid", "implausible"] = Field(
+        description="implausible: outside the catalogue's possible range (a sensor fault or the "
+        "emergency itself); left out of buckets unless include_implausible=true")
+    clock_suspect: bool = Field(description="the device clock was off when it sent this")
 
 
 class BucketPublic(_Public):
@@ -53,6 +61,10 @@ class DevicePublic(_Public):
     signal_dbm: float | None
     firmware: str | None
     status_reported_at: datetime | None
+    clock_offset_s: float | None = Field(
+        description="the device clock minus Telecare's, as last estimated from its messages")
+    clock_suspect: bool | None = Field(
+        description="the clock is off by more than transit delays explain")
 
 
 class DeadLetterReason(_Public):
@@ -64,14 +76,19 @@ class DeadLetterReason(_Public):
 
 
 class DeadLetterPublic(_Public):
+    """One distinct message; `reason` is items_rejected when only some items were refused."""
+
     id: int
     received_at: datetime
+    last_received_at: datetime
+    deliveries: int
     topic: str
     device_id: str | None
-    seq: int | None
+    seq: int | None = Field(description="the lowest sequence number among its refused items")
     reason: str
     detail: str
     payload_bytes: int
+    items: int = Field(description="how many of its items were refused")
 
 
 class DeadLetterReport(_Public):

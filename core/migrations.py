@@ -50,9 +50,9 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """Where the SQL files live: migrations/ beside the packages."""
-    here = Path(str(resources.files("core"))).parent / "migrations"
-    return here
+    """Where the SQL files live: the `migrations` package's data (in a checkout and in a
+    regular install alike)."""
+    return Path(str(resources.files("migrations")))
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -64,6 +64,10 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
             raise ValueError(f"migration file name not of the form NNNN_name.sql: {path.name}")
         found.append(Migration(int(match.group(1)), path.stem, path.read_text()))
     versions = [m.version for m in found]
+    if not found:
+        # An install without its SQL would otherwise report "nothing pending" and run on an
+        # empty database.
+        raise ValueError(f"no migrations found in {directory or migrations_dir()}")
     if versions != list(range(1, len(found) + 1)):
         raise ValueError(f"migration numbers must run 1..n without gaps, got {versions}")
     return found

@@ -9,11 +9,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from devices.catalogue import DeviceKind
 
+# The registry's rule for device ids; the wire protocol (ingest/wire.py, which simulators use
+# without importing devices) and the API state the same rule, and a test holds them equal.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
 
 class Device(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
     kind: DeviceKind
     model: str = Field(min_length=1, max_length=100)
     serial: str = Field(min_length=1, max_length=100)

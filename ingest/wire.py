@@ -29,7 +29,8 @@ MAX_ITEMS_PER_MESSAGE = 200
 EARLIEST_DEVICE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?P<frac>\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$")
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?P<frac>\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
 def parse_wire_time(value: object) -> datetime:
@@ -38,7 +39,7 @@ def parse_wire_time(value: object) -> datetime:
     a message (a simulator) gives one."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return _not_too_early(value.astimezone(UTC))
-    if not isinstance(value, str) or not (match := _RFC3339.match(value)):
+    if not isinstance(value, str) or not (match := _RFC3339.fullmatch(value)):
         raise ValueError("must be an RFC 3339 time with a UTC offset, e.g. "
                          "2026-11-23T07:12:00+01:00")
     text = value
@@ -180,7 +181,7 @@ def parse_topic(root: str, name: str) -> tuple[str, Channel] | None:
     if len(parts) != 4 or parts[0] != root or parts[1] != "v1":
         return None
     channel = parts[3]
-    if channel not in CHANNELS or not re.match(DEVICE_ID_PATTERN, parts[2]):
+    if channel not in CHANNELS or not re.fullmatch(DEVICE_ID_PATTERN[1:-1], parts[2]):
         return None
     return parts[2], channel
 

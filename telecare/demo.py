@@ -65,7 +65,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
         api_thread = _thread("api", api.run)
         options = FleetOptions(citizens=citizens, seed=seed, speed=speed, backfill_days=2,
                                faults=("duplicates", "offline", "malformed", "low_battery"),
-                               ground_truth=str(DATA_DIR / "ground_truth.json"))
+                               ground_truth=str(DATA_DIR / "ground_truth.jsonl"))
         fleet_thread = _thread("fleet", lambda: run_fleet(live, options, stop))
         _print_welcome(live, dsn)
         stop.wait()
@@ -93,5 +93,5 @@ def _print_welcome(settings: Settings, dsn: str) -> None:
         f"{example}"
         f"  MQTT broker:   {settings.mqtt_host}:{settings.mqtt_port} (MQTT {settings.mqtt_protocol}),"
         f" topics {settings.topic_root}/v1/#\n"
-        f"  ground truth:  {DATA_DIR / 'ground_truth.json'} (written when the fleet stops)\n",
+        f"  ground truth:  {DATA_DIR / 'ground_truth.jsonl'} (JSON lines, written as it happens)\n",
         flush=True)

@@ -45,6 +45,8 @@ def citizen_readings(
         description=f"e.g. 1h: min/mean/max/count per bucket, at most {MAX_BUCKETS} buckets "
                     "in the range")] = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+    include_implausible: Annotated[bool, Query(
+        description="count readings marked implausible in buckets too")] = False,
 ) -> ReadingsPublic:
     """Raw readings by measured time, or aggregated into buckets when `bucket` is given."""
     end = end or now
@@ -61,6 +63,6 @@ def citizen_readings(
         rows = repository.readings_raw(conn, citizen_id, metric, start, end, limit)
         return page.model_copy(update={"readings": [ReadingPublic(**r) for r in rows]})
     rows = repository.readings_bucketed(conn, citizen_id, metric, start, end, bucket,
-                                        BUCKET_ORIGIN)
+                                        BUCKET_ORIGIN, include_implausible=include_implausible)
     return page.model_copy(update={"bucket_seconds": int(bucket.total_seconds()),
                                    "buckets": [BucketPublic(**r) for r in rows]})

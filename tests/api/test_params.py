@@ -141,7 +141,8 @@ def test_the_document_states_the_constraints_and_every_answer(client: TestClient
     assert (schemas["limit"]["minimum"], schemas["limit"]["maximum"]) == (1, 50_000)
     device = document["paths"]["/v1/devices/{device_id}"]["get"]
     assert device["parameters"][0]["schema"]["pattern"] == DEVICE_ID_PATTERN
-    assert set(readings["responses"]) == set(device["responses"]) == {"200", "404", "422", "500"}
+    assert set(readings["responses"]) == set(device["responses"]) == {"200", "404", "422", "500",
+                                                                  "503"}
     for path, item in document["paths"].items():
         for status, answer in item["get"]["responses"].items():
             expected = "application/json" if status < "400" else "application/problem+json"
@@ -197,3 +198,13 @@ def test_ids_and_buckets_parse_exactly_what_their_patterns_allow(
         assert not ECMA[name].search(text)
     else:
         assert ECMA[name].search(text)
+
+
+def test_a_database_outage_is_a_503_problem_with_retry_after(database: str) -> None:
+    pool = open_pool(database, max_size=1)
+    app = create_app(Settings(database_url=database), pool=pool)
+    with TestClient(app) as client:
+        pool.close()  # every request now fails to get a connection, as in an outage
+        response = client.get("/v1/devices")
+    _problem(response, 503)
+    assert response.headers["retry-after"] == "5"

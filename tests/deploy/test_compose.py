@@ -181,11 +181,7 @@ def test_the_image_carries_every_package_and_the_migrations() -> None:
     include = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = {pattern.rstrip("*") for pattern in include}
     assert packages <= copied, f"not copied into the image: {packages - copied}"
-    python = re.search(r"python:(3\.\d+)", instructions[0][1])
-    assert python
-    # core.migrations looks for migrations/ beside the installed packages.
-    expected = f"migrations /opt/telecare/lib/python{python.group(1)}/site-packages/migrations"
-    assert ("COPY", expected) in instructions
+    assert "migrations" in packages  # the SQL ships as package data of `migrations`
 
 
 def test_demo_only_packages_are_not_base_dependencies() -> None:

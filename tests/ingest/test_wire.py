@@ -45,3 +45,10 @@ def test_the_published_json_schemas_are_generated_from_the_wire_models(tmp_path:
     assert set(written) == {f"{channel}.v1.schema.json" for channel in PAYLOAD_MODELS}
     for name, text in written.items():
         assert (SCHEMA_DIR / name).read_text() == text, f"run `telecare schema`: {name} is stale"
+
+
+def test_the_wire_and_the_registry_state_one_rule_for_device_ids() -> None:
+    from devices.models import DEVICE_ID_PATTERN as REGISTRY_RULE
+    from ingest.wire import DEVICE_ID_PATTERN as WIRE_RULE
+
+    assert WIRE_RULE == REGISTRY_RULE

@@ -1,0 +1,1 @@
+"""The numbered plain-SQL migrations, shipped as package data (core.migrations applies them)."""
