@@ -4,8 +4,8 @@ compression policy can silently never run).
 
 Each run, under a transaction-level advisory lock so that concurrent workers do not repeat
 the work: on TimescaleDB, compress readings chunks older than `COMPRESS_AFTER`; on plain
-PostgreSQL, create the monthly partitions ahead; on both, whatever jobs the caller adds (the
-dead-letter retention). Every job's outcome is recorded in `maintenance_jobs` for readiness
+PostgreSQL, create the monthly partitions ahead; on both, purge expired dead letters (see
+`standard_jobs`). Every job's outcome is recorded in `maintenance_jobs` for readiness
 and metrics. Functions take a connection inside the caller's transaction and never commit;
 the time is passed in."""
 
@@ -20,6 +20,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 
+from devices.dead_letters import purge_dead_letters
 from devices.repository import Conn, ensure_partitions, storage_backend
 
 log = logging.getLogger(__name__)
@@ -127,12 +128,24 @@ def create_reading_partitions(conn: Conn, now: datetime) -> int:
     return ensure_partitions(conn, now - PARTITIONS_BEHIND, now + PARTITIONS_AHEAD)
 
 
-# The dead-letter retention job joins these where its retention period is known, e.g.
-# `Job("dead_letter_retention", "rows", purge)` with `purge(conn, now) -> rows deleted`.
 JOBS: tuple[Job, ...] = (
     Job("compress_readings", "chunks", compress_old_readings, frozenset({"timescaledb"})),
     Job("reading_partitions", "partitions", create_reading_partitions, frozenset({"postgres"})),
 )
+
+
+def dead_letter_retention(retention: timedelta) -> Job:
+    """The job that purges dead letters last delivered more than `retention` ago."""
+
+    def purge(conn: Conn, now: datetime) -> int:
+        return purge_dead_letters(conn, now - retention)
+
+    return Job("dead_letter_retention", "dead letters", purge)
+
+
+def standard_jobs(dead_letters_kept: timedelta) -> tuple[Job, ...]:
+    """Every job Telecare runs (the caller knows the retention from its settings)."""
+    return (*JOBS, dead_letter_retention(dead_letters_kept))
 
 
 def run_maintenance(conn: Conn, now: datetime,

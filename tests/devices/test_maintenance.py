@@ -2,6 +2,7 @@
 made ahead (PostgreSQL), every outcome recorded, one run at a time. Each test has a database
 of its own: compressing the session's chunks would change what other tests write into."""
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,12 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from devices.dead_letters import DeadLetter, insert_dead_letters
 from devices.maintenance import (
     COMPRESS_AFTER,
     JOBS,
     Job,
     maintenance_status,
     run_maintenance,
+    standard_jobs,
 )
 from tests.conftest import count, only_on
 
@@ -100,6 +103,21 @@ def test_plain_postgres_gets_its_monthly_partitions_ahead(db: psycopg.Connection
     assert db.execute("SELECT tableoid::regclass::text FROM readings").fetchone() == (
         "readings_2030_07",)
     assert _run(db) == {"reading_partitions": (0, None)}
+
+
+def test_dead_letters_past_their_retention_are_purged(db: psycopg.Connection[Any]) -> None:
+    def letter(received_at: datetime) -> DeadLetter:
+        payload = received_at.isoformat().encode()
+        return DeadLetter(received_at, "telecare/v1/x/readings", None, "malformed_json", "",
+                          payload, len(payload), hashlib.sha256(payload).digest())
+
+    insert_dead_letters(db, [letter(NOW - timedelta(days=31)), letter(NOW - timedelta(days=29))])
+    outcomes = _run(db, jobs=standard_jobs(timedelta(days=30)))
+    assert outcomes["dead_letter_retention"] == (1, None)
+    assert db.execute("SELECT received_at FROM dead_letters").fetchall() == [
+        (NOW - timedelta(days=29),)]
+    assert [s.unit for s in maintenance_status(db) if s.job == "dead_letter_retention"] == [
+        "dead letters"]
 
 
 def _divide_by_zero(conn: psycopg.Connection[Any], now: datetime) -> int:
