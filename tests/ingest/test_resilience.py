@@ -89,8 +89,9 @@ def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     devices = [make_device()[0] for _ in range(10)]
     log = tmp_path / "ingest.log"
     worker = _worker_process(settings, log)
-    wait_for(lambda: b"connected to the broker" in log.read_bytes(), what="worker connected")
-    time.sleep(0.3)
+    # Logged after SUBACK: from then on the broker holds the stream for the share group.
+    wait_for(lambda: b"connected to the broker and subscribed" in log.read_bytes(),
+             what="worker subscribed")
     halfway = threading.Event()
     streamer = threading.Thread(target=_stream, args=(publisher, devices, STREAM // 10, RATE,
                                                       halfway))
