@@ -6,8 +6,18 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.settings import Settings
+
+# Room for the topic, packet id and properties of a PUBLISH around the largest payload we take.
+PACKET_HEADROOM_BYTES = 4096
+# After a broker restart every publish before we resubscribe reaches no shared-subscription
+# member (Mosquitto 2.0.11 keeps none for an offline one): reconnect fast. paho sleeps floats
+# (time.sleep) although its signature says int; it doubles the delay after each failed attempt
+# and starts again from the minimum after a CONNACK.
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 0.5
 
 
 def new_client(settings: Settings, client_id: str, *, manual_ack: bool = False) -> paho.Client:
@@ -24,8 +34,14 @@ def new_client(settings: Settings, client_id: str, *, manual_ack: bool = False) 
     if settings.mqtt_username:
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         client.username_pw_set(settings.mqtt_username, password)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
+                               max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]
     return client
+
+
+def max_packet_bytes(settings: Settings) -> int:
+    """The largest packet we let the broker send us (MQTT 5 Maximum Packet Size)."""
+    return settings.max_payload_bytes + PACKET_HEADROOM_BYTES
 
 
 def connect_async(client: paho.Client, settings: Settings, *, receive_maximum: int | None) -> None:
@@ -34,11 +50,27 @@ def connect_async(client: paho.Client, settings: Settings, *, receive_maximum: i
     if settings.mqtt_protocol == "5":
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = settings.session_expiry_s
+        # The broker must not send us more than this: a payload over the limit is refused
+        # anyway, and reading it whole would cost its size in memory.
+        props.MaximumPacketSize = max_packet_bytes(settings)
         if receive_maximum is not None:
-            # The broker may have at most this many un-acknowledged messages in flight to us:
-            # the protocol-level backpressure that keeps our own queue from ever filling.
+            # The broker may have at most this many un-acknowledged messages in flight to us.
             props.ReceiveMaximum = receive_maximum
         client.connect_async(host, settings.mqtt_port, keepalive=30, clean_start=False,
                              properties=props)
     else:
         client.connect_async(host, settings.mqtt_port, keepalive=30)
+
+
+def subscriptions(settings: Settings
+                  ) -> list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]:
+    """Everything under the topic root, so a misaddressed message reaches decode and becomes
+    an `invalid_topic` dead letter instead of vanishing. (Our own downlink matches too; the
+    worker drops it on arrival.)"""
+    prefix = f"$share/{settings.share_group}/" if settings.share_group else ""
+    name = f"{prefix}{settings.topic_root}/#"
+    if settings.mqtt_protocol == "5":
+        # Retain As Published: an empty retained status is a device clearing its retained
+        # message (decommissioning), not a malformed payload; decode needs the flag to tell.
+        return [(name, SubscribeOptions(qos=1, retainAsPublished=True))]
+    return [(name, 1)]

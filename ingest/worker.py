@@ -1,53 +1,100 @@
 """The ingest worker: paho receives, one writer thread batches, commits, then acknowledges.
 
-Threads: paho's network thread only stamps and enqueues each message (the MQTT client is the
-bottleneck, so it does nothing else); the writer thread decodes, writes one transaction per
-batch, and only after COMMIT sends the PUBACKs and the application acks. The queue never drops:
-the broker may have at most Receive Maximum messages un-acknowledged in flight to us, and a
-full queue blocks the network thread (TCP backpressure) rather than losing anything."""
+Threads: paho's network thread only stamps each message and offers it to the inbox (the MQTT
+client is the bottleneck, so it does nothing else, and it never blocks: it must keep answering
+the broker whatever the database does). The writer thread decodes, writes one transaction per
+batch, and only after COMMIT sends the PUBACKs and the application acks.
+
+Nothing is lost when the inbox is full: a QoS 0 message is shed and counted (at most once is
+what QoS 0 means), a QoS > 0 message is left without PUBACK. The broker never redelivers on the
+same connection, so once the writer has drained what it holds, the worker reconnects and the
+resumed session brings the deferred messages again."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import queue
 import threading
 import time
+import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
+from psycopg.pq import TransactionStatus
 
 from core.clock import Clock, system_clock
 from core.db import connect
 from core.settings import Settings
 from devices import dead_letters
 from devices import repository as devices_repo
-from ingest.decode import Inbound, dead_letter
-from ingest.mqtt import connect_async, new_client
+from devices.dead_letters import DeadLetter
+from ingest.decode import Decoded, dead_letter, decode
+from ingest.inbox import Delivery, Inbox
+from ingest.mqtt import connect_async, new_client, subscriptions
 from ingest.pipeline import BatchOutcome, LastSeen, Limits, process_batch
-from ingest.wire import CHANNELS, parse_topic, topic
+from ingest.wire import AckCommandV1, Rejected, is_downlink, parse_topic, topic
 
 log = logging.getLogger(__name__)
 
-# Errors that say "the database is not there right now", not "this data is wrong".
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 PARTITION_CHECK_EVERY_S = 6 * 3600
+PARTITION_RETRY_S = 60.0
+# SQLSTATE classes that say "this data is wrong": data exception, integrity constraint
+# violation, program limit exceeded (a value too large for an index row, say). Every other
+# class (42 a bad deploy or permission, 25 a read-only replica, 08 connection, 40 rollback,
+# 53/57/58/XX the server) says the database cannot store anything now: hold and retry.
+DATA_ERROR_CLASSES = frozenset({"22", "23", "54"})
+# Until the inbox has been empty this long while connected, the worker is catching up after
+# a disruption: a message in hand may have waited since the disruption began.
+CATCH_UP_S = 1.0
+NETWORK_STOP_TIMEOUT_S = 5.0
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BUFFER_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    topic: str
-    payload: bytes
-    received: float  # time.time(): cheaper than a datetime on the network thread
-    mid: int
-    qos: int
-    session: int  # which connection delivered it: a PUBACK is only valid on that one
+def is_data_error(exc: psycopg.Error) -> bool:
+    """Whether the database refused these data (isolate the message) rather than being unable
+    to store anything (back off, acknowledge nothing)."""
+    if exc.sqlstate is not None:
+        return exc.sqlstate[:2] in DATA_ERROR_CLASSES
+    # Refused by psycopg before the server saw it (a value it cannot send, e.g. NUL in text).
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
 
-    def inbound(self) -> Inbound:
-        return Inbound(self.topic, self.payload, datetime.fromtimestamp(self.received, UTC))
+
+def return_large_buffers_to_the_os() -> None:
+    """glibc raises its mmap threshold each time it frees a large mmapped buffer, so the next
+    ones come from the heap and stay in the process for good: one 11 MB message over MQTT 3.1.1
+    (no Maximum Packet Size there; paho reads it whole before we can refuse it) kept the worker
+    11-21 MB larger. A fixed threshold keeps every buffer over 1 MiB mmapped and returned when
+    freed; payloads we keep are at most 256 KiB, so normal traffic is not affected."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to tune
+    mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
+
+
+def _describe(exc: BaseException) -> str:
+    """Class and SQLSTATE only: a database error's text can quote the row, and so can a
+    ValueError's."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ if sqlstate is None else f"{type(exc).__name__} {sqlstate}"
+
+
+class _Outage(Exception):
+    """The database cannot store anything now (unreachable, read-only, a bad deploy)."""
+
+
+class _Refused(Exception):
+    """These messages cannot be stored as they are: find which and dead-letter them."""
+
+    def __init__(self, reason: str, cause: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
 
 
 @dataclass
@@ -55,8 +102,51 @@ class Counters:
     received: int = 0
     readings_stored: int = 0
     dead_letters: int = 0
-    batches: int = 0
+    batches: int = 0  # taken from the inbox
+    commits: int = 0  # transactions committed
+    rollbacks: int = 0  # transactions the database or the pipeline refused
     db_retries: int = 0
+    shed: int = 0  # QoS 0 messages dropped: the inbox was full
+    deferred: int = 0  # QoS > 0 messages left un-acknowledged for the broker to redeliver
+    purged: int = 0  # queued deliveries of a dead connection, dropped (redelivered instead)
+    reconnects: int = 0  # forced, so the broker redelivers what was deferred
+
+
+class Transit:
+    """How long a message in hand may have waited for Telecare, at the broker or in the worker:
+    since the current disruption began (a disconnection, a database outage, deferred
+    messages), and at start for as long as the broker keeps a session (the history is
+    unknown); a small bound once the worker keeps up again."""
+
+    def __init__(self, settings: Settings, started: float) -> None:
+        self._steady = timedelta(seconds=2 * settings.batch_wait_ms / 1000 + 5)
+        self._unknown_history = timedelta(seconds=settings.session_expiry_s)
+        self._since: float | None = started
+        self._history_known = False
+        self._calm_since: float | None = None
+        self._lock = threading.Lock()
+
+    def disrupted(self, at: float) -> None:
+        with self._lock:
+            self._since = at if self._since is None else min(self._since, at)
+            self._calm_since = None
+
+    def observe(self, keeping_up: bool, at: float) -> None:
+        """Called by the writer between batches; `keeping_up`: connected with an empty inbox."""
+        with self._lock:
+            if not keeping_up or self._since is None:
+                self._calm_since = None
+            elif self._calm_since is None:
+                self._calm_since = at
+            elif at - self._calm_since >= CATCH_UP_S:
+                self._since, self._calm_since, self._history_known = None, None, True
+
+    def bound(self, at: float) -> timedelta:
+        with self._lock:
+            if self._since is None:
+                return self._steady
+            waited = timedelta(seconds=max(0.0, at - self._since)) + self._steady
+            return waited if self._history_known else waited + self._unknown_history
 
 
 class IngestWorker:
@@ -70,12 +160,26 @@ class IngestWorker:
             max_payload_bytes=settings.max_payload_bytes,
             late_after=timedelta(seconds=settings.late_after_s),
             max_clock_ahead=timedelta(seconds=settings.max_clock_ahead_s),
+            max_transit=timedelta(seconds=settings.session_expiry_s),
         )
-        self._queue: queue.Queue[Delivery] = queue.Queue(maxsize=2 * settings.receive_maximum)
+        # Receive Maximum bounds QoS > 0 in flight on one connection (MQTT 5); the margin
+        # holds QoS 0 (not bounded by it) and stragglers of the previous connection.
+        self._inbox = Inbox(max_count=2 * settings.receive_maximum,
+                            max_bytes=settings.inbox_max_bytes)
+        self._transit = Transit(settings, time.time())
+        # Which connection is up: a PUBACK is valid only on the connection that delivered the
+        # message. Guarded by _ack_lock, so no PUBACK slips onto a newer connection.
+        self._ack_lock = threading.Lock()
         self._session = 0
+        self._live = False
+        self._deferring = 0  # the session in which a QoS > 0 delivery was left un-acked
+        self._closing = False
+        self._stop_deadline = 0.0
+        self.subscribed_session = 0
         self._connected = threading.Event()
+        self._finished = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
-        self._partitions_checked = 0.0
+        self._partitions_due = 0.0
         self._last_seen = LastSeen()
         self.counters = Counters()
         self._client = new_client(settings, settings.ingest_client_id, manual_ack=True)
@@ -84,55 +188,83 @@ class IngestWorker:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
 
-    # --- paho's network thread: keep it short -------------------------------------------
+    # --- paho's network thread: keep it short, never block -------------------------------
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode,
                     _p: Any) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        self._session += 1
-        group, root = self._settings.share_group, self._settings.topic_root
-        prefix = f"$share/{group}/" if group else ""
-        client.subscribe([(prefix + topic(root, "+", channel), 1) for channel in CHANNELS])
+        with self._ack_lock:
+            self._session += 1
+            self._live = True
+        self.counters.purged += self._inbox.purge_before(self._session)
+        client.subscribe(subscriptions(self._settings))
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, _m: int, reasons: list[ReasonCode],
                       _p: Any) -> None:
         if any(reason.is_failure for reason in reasons):
             log.error("the broker refused a subscription: %s", reasons)
             return
+        self.subscribed_session = self._session
         self._connected.set()
         log.info("connected to the broker and subscribed (session %d)", self._session)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode,
                        _p: Any) -> None:
+        with self._ack_lock:
+            self._live = False
         self._connected.clear()
+        self._transit.disrupted(time.time())
         log.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._queue.put(Delivery(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
-                                 self._session))
+        name = msg.topic
+        if is_downlink(self._settings.topic_root, name):
+            return  # our own application acks: the subscription to the whole root sees them
+        session = self._session
+        if msg.qos > 0 and (self._closing or self._deferring == session):
+            # Once one is deferred, defer the rest of this connection too: the reconnect
+            # brings them all again, in order.
+            self.counters.deferred += 1
+            return
+        size = len(msg.payload)
+        # Too large: keep only the size (decode dead-letters it), never a copy. (bytes() of
+        # the bytes paho hands over is the same object, no copy.)
+        payload = bytes(msg.payload) if size <= self._settings.max_payload_bytes else b""
+        delivery = Delivery(name, payload, size, time.time(), msg.mid, msg.qos, msg.retain,
+                            session)
+        if not self._closing and self._inbox.offer(delivery):
+            return
+        if msg.qos == 0:
+            self.counters.shed += 1
+            return
+        self.counters.deferred += 1
+        self._deferring = session
+        self._transit.disrupted(delivery.received)
+        log.warning("inbox full (%d messages, %d bytes): deferring QoS 1 messages of session %d "
+                    "until it drains", len(self._inbox), self._inbox.bytes, session)
 
     # --- the writer thread ----------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until `stop` is set; then finish what was received and disconnect."""
-        connect_async(self._client, self._settings,
-                      receive_maximum=self._settings.receive_maximum)
-        self._client.loop_start()
+        """Consume until `stop` is set; then finish what is in hand (within the stop timeout),
+        and disconnect. What is not committed by then is not acknowledged: redelivered."""
+        return_large_buffers_to_the_os()
+        self._start_network()
+        threading.Thread(target=self._watch_stop, args=(stop,), name="ingest-stop-watch",
+                         daemon=True).start()
         try:
-            while not stop.is_set() or not self._queue.empty():
+            while not self._done(stop):
                 self._maintain_partitions()
                 batch = self._next_batch(stop)
-                if not batch:
-                    continue
-                outcome = self._store(batch, stop)
-                if outcome is None:
+                if batch and not self._store(batch, stop):
                     break  # stopping during an outage: unacknowledged, so the broker redelivers
-                self._acknowledge(batch, outcome)
+                self._after_batch()
         finally:
+            self._finished.set()
             self._client.disconnect()
-            self._client.loop_stop()
+            self._stop_network()
             if self._conn is not None:
                 self._conn.close()
             log.info("ingest stopped: %s", self.counters)
@@ -141,103 +273,251 @@ class IngestWorker:
         """True once connected and subscribed (for tests and the demo)."""
         return self._connected.wait(timeout)
 
+    @property
+    def inbox(self) -> Inbox:
+        return self._inbox
+
+    def _start_network(self) -> None:
+        connect_async(self._client, self._settings,
+                      receive_maximum=self._settings.receive_maximum)
+        self._client.loop_start()
+
+    def _stop_network(self) -> None:
+        # loop_stop joins the network thread without a timeout; it cannot block for ever
+        # (on_message never blocks) but a dead peer could hold it up to the keepalive.
+        stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(NETWORK_STOP_TIMEOUT_S)
+        if stopper.is_alive():
+            log.error("the MQTT network thread did not stop within %.0f s",
+                      NETWORK_STOP_TIMEOUT_S)
+
+    def _done(self, stop: threading.Event) -> bool:
+        if not stop.is_set():
+            return False
+        if not self._closing:
+            # Take nothing new; what is in the inbox is stored while the stop timeout lasts.
+            self._closing = True
+            self._stop_deadline = time.monotonic() + self._settings.stop_timeout_s
+            log.info("stopping: storing the %d messages in hand", len(self._inbox))
+        return len(self._inbox) == 0 or time.monotonic() >= self._stop_deadline
+
+    def _watch_stop(self, stop: threading.Event) -> None:
+        """A query blocked (on a lock, a hung server) must not hold up a stop for ever."""
+        while not stop.wait(0.5):
+            if self._finished.is_set():
+                return
+        if self._finished.wait(self._settings.stop_timeout_s):
+            return
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            log.warning("stop timeout: cancelling the database query in progress")
+            try:
+                conn.cancel_safe()
+            except psycopg.Error as exc:
+                log.warning("could not cancel the query (%s)", _describe(exc))
+
     def _next_batch(self, stop: threading.Event) -> list[Delivery]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
+        first = self._inbox.take(timeout=0.2)
+        if first is None:
             return []
         batch = [first]
         deadline = time.monotonic() + self._settings.batch_wait_ms / 1000
         while len(batch) < self._settings.batch_max:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
+            delivery = self._inbox.take_nowait()
+            if delivery is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or stop.is_set():
                     break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
+                delivery = self._inbox.take(timeout=remaining)
+                if delivery is None:
                     break
+            batch.append(delivery)
         self.counters.received += len(batch)
+        self.counters.batches += 1
         return batch
 
-    def _store(self, batch: list[Delivery], stop: threading.Event) -> BatchOutcome | None:
-        """Commit the batch, retrying with back-off while the database is unavailable."""
+    def _after_batch(self) -> None:
+        self._transit.observe(self._connected.is_set() and len(self._inbox) == 0, time.time())
+        session = self._session
+        if (self._deferring == session and not self._closing
+                and not self._inbox.holds_session(session)):
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Everything taken from this connection is settled: reconnect, so that the broker
+        delivers what we deferred (MQTT 5 forbids redelivery on the same connection)."""
+        log.info("reconnecting so the broker redelivers %d deferred messages",
+                 self.counters.deferred)
+        self.counters.reconnects += 1
+        self._client.disconnect()
+        self._stop_network()
+        with self._ack_lock:
+            self._live = False
+        self._start_network()
+
+    # --- storing: commit, or isolate what cannot be stored ---------------------------------
+
+    def _store(self, batch: list[Delivery], stop: threading.Event) -> bool:
+        """Commit and acknowledge the whole batch, retrying with back-off while the database
+        cannot store anything; False when asked to stop before that."""
+        pending = batch
         delay = 0.2
         while True:
+            settled: set[int] = set()
             try:
-                return self._commit([d.inbound() for d in batch])
-            except TRANSIENT as exc:
+                self._settle(pending, settled)
+                return True
+            except _Outage as outage:
                 self._drop_connection()
                 self.counters.db_retries += 1
-                log.warning("database unavailable (%s); retrying %d messages in %.1fs",
-                            type(exc).__name__, len(batch), delay)
-            except psycopg.Error as exc:
-                # The data, not the database: find the culprit so the rest is stored. (The
-                # error's detail can quote a reading, so only its class and code are logged.)
-                log.error("batch of %d rejected by the database (%s %s); isolating", len(batch),
-                          type(exc).__name__, exc.sqlstate)
-                try:
-                    return self._commit_one_by_one(batch)
-                except psycopg.Error as again:
-                    # Even a dead letter could not be written: hold everything and retry.
-                    log.error("could not isolate the rejected message (%s %s); retrying",
-                              type(again).__name__, again.sqlstate)
-                    self._drop_connection()
-                    self.counters.db_retries += 1
+                self._transit.disrupted(time.time())
+                pending = [d for d in pending if id(d) not in settled]
+                log.warning("database cannot store (%s); retrying %d messages in %.1f s",
+                            _describe(outage.__cause__ or outage), len(pending), delay)
             if stop.wait(delay):
-                return None
+                return False
             delay = min(delay * 2, 10.0)
 
-    def _commit(self, inbound: list[Inbound]) -> BatchOutcome:
+    def _settle(self, batch: list[Delivery], settled: set[int]) -> None:
+        """Commit the batch; if it is refused, bisect it: commit the halves the database takes
+        and dead-letter only single messages it refuses (O(k log n) commits for k of them)."""
+        letters: list[tuple[Delivery, DeadLetter, _Refused]] = []
+        try:
+            self._commit_and_ack(batch, settled)
+            return
+        except _Refused as refused:
+            log.error("batch of %d refused (%s %s); isolating", len(batch), refused.reason,
+                      _describe(refused.cause))
+            if len(batch) == 1:
+                letters.append(self._letter(batch[0], refused))
+            else:
+                self._split(batch, letters, settled)
+        self._commit_letters(letters, settled)
+
+    def _try(self, part: list[Delivery], letters: list[tuple[Delivery, DeadLetter, _Refused]],
+             settled: set[int]) -> bool:
+        """True when `part` committed whole; else its refused messages are in `letters`."""
+        try:
+            self._commit_and_ack(part, settled)
+            return True
+        except _Refused as refused:
+            if len(part) == 1:
+                letters.append(self._letter(part[0], refused))
+            else:
+                self._split(part, letters, settled)
+            return False
+
+    def _split(self, part: list[Delivery], letters: list[tuple[Delivery, DeadLetter, _Refused]],
+               settled: set[int]) -> None:
+        """`part` holds a refused message. When its first half commits whole, the refusal is
+        in the second, which is split without being tried whole again."""
+        middle = len(part) // 2
+        left, right = part[:middle], part[middle:]
+        if self._try(left, letters, settled) and len(right) > 1:
+            self._split(right, letters, settled)
+        else:
+            self._try(right, letters, settled)
+
+    def _commit_and_ack(self, part: list[Delivery], settled: set[int]) -> None:
+        outcome = self._commit(part)
+        self._acknowledge(part, outcome)
+        settled.update(id(d) for d in part)
+
+    def _commit(self, part: list[Delivery]) -> BatchOutcome:
+        """One transaction for `part`; _Refused when these data cannot be stored, _Outage when
+        nothing can be."""
         conn = self._connection()
-        with conn.transaction():
-            return process_batch(conn, inbound, self._limits, self._last_seen)
-
-    def _commit_one_by_one(self, batch: list[Delivery]) -> BatchOutcome:
-        total = BatchOutcome()
-        for delivery in batch:
-            try:
-                outcome = self._commit([delivery.inbound()])
-            except TRANSIENT:
-                raise
-            except psycopg.Error as exc:
+        try:
+            with conn.transaction():
+                outcome = process_batch(conn, [d.inbound() for d in part], self._limits,
+                                        self._last_seen,
+                                        max_transit=self._transit.bound(time.time()))
+        except psycopg.Error as exc:
+            self.counters.rollbacks += 1
+            if is_data_error(exc):
+                raise _Refused("storage_rejected", exc) from exc
+            raise _Outage() from exc
+        except Exception as exc:
+            # Not the database: a message the code cannot handle. It must not kill the worker
+            # (every worker of the group would crash-loop on its redelivery). The traceback
+            # without its message text: that may quote a value.
+            self.counters.rollbacks += 1
+            log.error("processing failed (%s) at\n%s", type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
+            if conn.info.transaction_status != TransactionStatus.IDLE:
                 self._drop_connection()
-                route = parse_topic(self._settings.topic_root, delivery.topic)
-                letter = dead_letter(delivery.inbound(), "storage_rejected",
-                                     f"{type(exc).__name__}: {exc}",
-                                     device_id=route[0] if route else None)
-                conn = self._connection()
-                with conn.transaction():
-                    dead_letters.insert_dead_letters(conn, [letter])
-                total.dead_letters += 1
-                continue
-            total.add(outcome)
-        return total
+            raise _Refused("processing_failed", exc) from exc
+        self.counters.commits += 1
+        self._last_seen.mark(outcome.last_seen)  # only now: a rollback must write it again
+        return outcome
 
-    def _acknowledge(self, batch: list[Delivery], outcome: BatchOutcome) -> None:
+    def _letter(self, delivery: Delivery, refused: _Refused) -> tuple[Delivery, DeadLetter,
+                                                                       _Refused]:
+        route = parse_topic(self._settings.topic_root, delivery.topic)
+        letter = dead_letter(delivery.inbound(), refused.reason, _describe(refused.cause),
+                             device_id=route[0] if route else None)
+        return delivery, letter, refused
+
+    def _commit_letters(self, letters: list[tuple[Delivery, DeadLetter, _Refused]],
+                        settled: set[int]) -> None:
+        """Keep the refused messages as dead letters, in one transaction, then acknowledge them
+        and tell each device its items are refused (else it would resend them for ever)."""
+        if not letters:
+            return
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                dead_letters.insert_dead_letters(conn, [letter for _, letter, _ in letters])
+        except Exception as exc:
+            # Even the dead letter cannot be written: hold everything and retry.
+            self.counters.rollbacks += 1
+            raise _Outage() from exc
+        self.counters.commits += 1
+        outcome = BatchOutcome(dead_letters=len(letters))
+        for delivery, _, refused in letters:
+            outcome.add(self._refusal_ack(delivery, refused.reason))
+        self._acknowledge([d for d, _, _ in letters], outcome)
+        settled.update(id(d) for d, _, _ in letters)
+
+    def _refusal_ack(self, delivery: Delivery, reason: str) -> BatchOutcome:
+        try:
+            decoded = decode(delivery.inbound(), topic_root=self._settings.topic_root,
+                             max_payload_bytes=self._settings.max_payload_bytes)
+        except Exception:  # noqa: BLE001 (what could not be processed may not decode either)
+            return BatchOutcome()
+        if not isinstance(decoded, Decoded) or not decoded.items:
+            return BatchOutcome()
+        rejected = [Rejected(seq=item.seq, reason=reason) for _, item in decoded.items]
+        return BatchOutcome(acks={decoded.device_id: AckCommandV1(stored=[], rejected=rejected)})
+
+    def _acknowledge(self, part: list[Delivery], outcome: BatchOutcome) -> None:
         """After COMMIT: PUBACK to the broker, then the application ack to each device."""
-        session = self._session
-        for delivery in batch:
-            # A PUBACK on a newer connection could acknowledge a different message that reused
-            # the packet id; the broker redelivers these instead, and they are stored once.
-            if delivery.session == session and delivery.qos > 0:
-                self._client.ack(delivery.mid, delivery.qos)
+        with self._ack_lock:
+            # A delivery of an older connection is not acknowledged: the broker redelivers it
+            # on this one (stored once), and its packet id may now name another message.
+            if self._live:
+                for delivery in part:
+                    if delivery.qos > 0 and delivery.session == self._session:
+                        self._client.ack(delivery.mid, delivery.qos)
         # QoS 0: a lost application ack costs one resend by the device, which is stored once
         # and acknowledged again; QoS 1 would double the packets this thread must handle.
         for device_id, ack in outcome.acks.items():
             self._client.publish(topic(self._settings.topic_root, device_id, "commands"),
                                  ack.model_dump_json(), qos=0)
-        self.counters.batches += 1
         self.counters.readings_stored += outcome.readings_stored
         self.counters.dead_letters += outcome.dead_letters
 
     def _connection(self) -> psycopg.Connection[Any]:
+        """The writer's connection; any failure to get one is an outage, never the data's."""
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self._settings.database_dsn())
-            self._conn.autocommit = True  # transactions are explicit: conn.transaction()
-            devices_repo.prepare_reading_stage(self._conn)
+            try:
+                self._conn = connect(self._settings.database_dsn())
+                self._conn.autocommit = True  # transactions are explicit: conn.transaction()
+                devices_repo.prepare_reading_stage(self._conn)
+            except psycopg.Error as exc:
+                self._drop_connection()
+                raise _Outage() from exc
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -246,17 +526,21 @@ class IngestWorker:
         self._conn = None
 
     def _maintain_partitions(self) -> None:
-        """Keep monthly partitions ahead of time (plain PostgreSQL); retried on the next loop."""
-        if time.monotonic() - self._partitions_checked < PARTITION_CHECK_EVERY_S:
+        """Keep monthly partitions ahead of time (plain PostgreSQL); retried a minute later
+        when the database cannot do it now."""
+        if time.monotonic() < self._partitions_due:
             return
         now = self._clock()
         try:
             created = devices_repo.ensure_partitions(self._connection(),
                                                      now - timedelta(days=31),
                                                      now + timedelta(days=92))
-        except TRANSIENT:
+        except (_Outage, psycopg.Error) as exc:
+            log.warning("could not check reading partitions (%s); retrying in %.0f s",
+                        _describe(exc.__cause__ or exc), PARTITION_RETRY_S)
             self._drop_connection()
+            self._partitions_due = time.monotonic() + PARTITION_RETRY_S
             return
-        self._partitions_checked = time.monotonic()
+        self._partitions_due = time.monotonic() + PARTITION_CHECK_EVERY_S
         if created:
             log.info("created %d reading partitions", created)
