@@ -113,10 +113,23 @@ class Health(_Public):
     status: str
 
 
+class MaintenanceJobPublic(_Public):
+    job: str
+    last_success_at: datetime | None
+    last_done: int
+    unit: str
+    failures: int = Field(description="failed runs since the last success")
+    last_error_class: str | None
+    last_error_sqlstate: str | None
+    overdue: bool = Field(description="no success within twice the hourly schedule")
+
+
 class Ready(_Public):
-    status: str
+    status: Literal["ready", "degraded"] = Field(
+        description="degraded: serving, but a maintenance job is failing or overdue")
     storage: str
     migrations: int
+    maintenance: list[MaintenanceJobPublic]
 
 
 class ProblemError(_Public):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psycopg
 
+from core import locks
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-# Any constant works; it only has to be the same in every process that migrates.
-_LOCK_KEY = 0x7E1E_CA8E
 
 _CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -77,7 +77,7 @@ def migrate(dsn: str, *, storage: str = "auto", directory: Path | None = None) -
     """Apply pending migrations under an advisory lock; returns the names applied."""
     applied_now: list[str] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (locks.MIGRATIONS,))
         try:
             conn.execute(_CREATE_LEDGER)
             conn.execute(_ADD_CHECKSUM)
@@ -93,7 +93,7 @@ def migrate(dsn: str, *, storage: str = "auto", directory: Path | None = None) -
                 log.info("applied migration %s", migration.name)
                 applied_now.append(migration.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (locks.MIGRATIONS,))
     return applied_now
 
 

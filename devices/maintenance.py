@@ -20,6 +20,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 
+from core import locks
 from devices.dead_letters import purge_dead_letters
 from devices.repository import Conn, ensure_partitions, storage_backend
 
@@ -33,8 +34,6 @@ PARTITIONS_BEHIND = timedelta(days=31)
 PARTITIONS_AHEAD = timedelta(days=92)
 BACKENDS = frozenset({"postgres", "timescaledb"})
 
-# Any constant works; it only has to be the same in every process that runs maintenance.
-LOCK_KEY = 0x7E1E_CA8F
 TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
 
 # Chunks whose whole time range is older than the bound, and whether each is compressed
@@ -153,7 +152,7 @@ def run_maintenance(conn: Conn, now: datetime,
     """Run the jobs for this database's backend and record each outcome; None when another
     session holds the maintenance lock (it is doing the same work)."""
     _require_transaction(conn)
-    if not _scalar_bool(conn, TRY_LOCK, LOCK_KEY):
+    if not _scalar_bool(conn, TRY_LOCK, locks.MAINTENANCE):
         return None
     backend = storage_backend(conn)
     return [_run_one(conn, job, now) for job in jobs if backend in job.backends]

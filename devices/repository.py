@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
+from core import locks
 from devices.models import Device, Pairing, RegisteredDevice
 
 Conn = psycopg.Connection[Any]
@@ -36,7 +37,6 @@ SELECT d.id, d.kind, p.citizen_id, lower(p.valid) AS valid_from, upper(p.valid) 
 
 # Ingest holds this shared for a batch, a pairing change holds it exclusively: a batch never
 # attributes readings by pairings that a concurrent change is rewriting.
-PAIRING_LOCK = 0x7E1E_CA8F
 LOCK_PAIRINGS_SHARED = "SELECT pg_advisory_xact_lock_shared(%s)"
 LOCK_PAIRINGS = "SELECT pg_advisory_xact_lock(%s)"
 
@@ -192,12 +192,12 @@ def insert_pairing(conn: Conn, pairing: Pairing) -> None:
 
 def lock_pairings_shared(conn: Conn) -> None:
     """Hold off pairing changes until this transaction ends (ingest, per batch)."""
-    conn.execute(LOCK_PAIRINGS_SHARED, (PAIRING_LOCK,))
+    conn.execute(LOCK_PAIRINGS_SHARED, (locks.PAIRINGS,))
 
 
 def lock_pairings(conn: Conn) -> None:
     """Wait for batches in flight and hold off new ones until this transaction ends."""
-    conn.execute(LOCK_PAIRINGS, (PAIRING_LOCK,))
+    conn.execute(LOCK_PAIRINGS, (locks.PAIRINGS,))
 
 
 def registered_devices(conn: Conn, device_ids: Iterable[str]) -> dict[str, RegisteredDevice]:

@@ -33,7 +33,9 @@ BEGIN
             timescaledb.compress_segmentby = 'citizen_id, metric, device_id',
             timescaledb.compress_orderby = 'measured_at DESC, seq'
         );
-        PERFORM add_compression_policy('readings', INTERVAL '30 days');
+        -- No add_compression_policy: TimescaleDB's job scheduler fails every job on some
+        -- PostgreSQL minors, silently. Telecare compresses chunks itself, and records it
+        -- (devices/maintenance.py, run hourly by `telecare ingest` and `telecare maintain`).
     ELSE
         EXECUTE 'CREATE TABLE readings ' || columns || ' PARTITION BY RANGE (measured_at)';
         -- Catches what no monthly partition covers (a device with a wildly wrong clock):

@@ -40,9 +40,25 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
     from ingest.worker import IngestWorker
+    from telecare.maintenance import start_maintenance
 
-    IngestWorker(settings).run(_stop_on_signals())
+    stop = _stop_on_signals()
+    start_maintenance(settings, stop)
+    IngestWorker(settings).run(stop)
     return 0
+
+
+def cmd_maintain(settings: Settings, _args: argparse.Namespace) -> int:
+    from telecare.maintenance import maintain_once
+
+    outcomes = maintain_once(settings)
+    if outcomes is None:
+        print("another process is running maintenance; nothing done")
+        return 0
+    for outcome in outcomes:
+        print(f"{outcome.job}: {'ok' if outcome.ok else 'FAILED'} ({outcome.done} done"
+              f"{'' if outcome.ok else f'; {outcome.error_class} {outcome.sqlstate}'})")
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
@@ -99,7 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines (production)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
-    sub.add_parser("ingest", help="run one ingest worker").set_defaults(run=cmd_ingest)
+    sub.add_parser("ingest", help="run one ingest worker (and the hourly maintenance jobs)"
+                   ).set_defaults(run=cmd_ingest)
+    sub.add_parser("maintain", help="run the maintenance jobs once (compression, partitions, "
+                   "dead-letter retention)").set_defaults(run=cmd_maintain)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
 
     fleet_args = argparse.ArgumentParser(add_help=False)
