@@ -8,6 +8,7 @@ PUBACK for the broker to deliver again on the next connection."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,9 @@ class Inbox:
         # QoS > 0 deliveries waiting, by session: tells when a session's share is drained.
         self._awaiting_ack: Counter[int] = Counter()
         self._ready = threading.Condition(threading.Lock())
+        # Wake the writer only when this many wait: while it lingers to fill a batch, a wake-up
+        # per message would hand the GIL back and forth with the network thread.
+        self._wake_at = 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -72,8 +76,27 @@ class Inbox:
             self._bytes += delivery.cost
             if delivery.qos > 0:
                 self._awaiting_ack[delivery.session] += 1
-            self._ready.notify()
+            if len(self._items) >= self._wake_at:
+                self._ready.notify()
             return True
+
+    def take_batch(self, max_items: int, timeout: float, linger: float) -> list[Delivery]:
+        """Up to `max_items` deliveries: waits up to `timeout` for the first, then up to
+        `linger` more seconds for the batch to fill."""
+        with self._ready:
+            if not self._items and not self._ready.wait_for(lambda: bool(self._items), timeout):
+                return []
+            deadline = time.monotonic() + linger
+            self._wake_at = max_items
+            try:
+                while len(self._items) < max_items:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._ready.wait(remaining)
+            finally:
+                self._wake_at = 1
+            return [self._pop() for _ in range(min(max_items, len(self._items)))]
 
     def take(self, timeout: float) -> Delivery | None:
         """The oldest delivery, waiting up to `timeout` seconds for one."""

@@ -173,6 +173,7 @@ class IngestWorker:
         self._session = 0
         self._live = False
         self._deferring = 0  # the session in which a QoS > 0 delivery was left un-acked
+        self._shedding = 0  # the session in which a QoS 0 delivery was shed (logged once)
         self._closing = False
         self._stop_deadline = 0.0
         self.subscribed_session = 0
@@ -238,6 +239,9 @@ class IngestWorker:
             return
         if msg.qos == 0:
             self.counters.shed += 1
+            if self._shedding != session:
+                self._shedding = session
+                log.warning("inbox full: shedding QoS 0 messages (session %d)", session)
             return
         self.counters.deferred += 1
         self._deferring = session
@@ -282,15 +286,15 @@ class IngestWorker:
                       receive_maximum=self._settings.receive_maximum)
         self._client.loop_start()
 
-    def _stop_network(self) -> None:
+    def _stop_network(self, timeout: float | None = NETWORK_STOP_TIMEOUT_S) -> None:
+        """Stop paho's thread, waiting at most `timeout` seconds (None: until it has)."""
         # loop_stop joins the network thread without a timeout; it cannot block for ever
-        # (on_message never blocks) but a dead peer could hold it up to the keepalive.
+        # (on_message never blocks) but a peer that stops reading holds it up to the keepalive.
         stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
         stopper.start()
-        stopper.join(NETWORK_STOP_TIMEOUT_S)
+        stopper.join(timeout)
         if stopper.is_alive():
-            log.error("the MQTT network thread did not stop within %.0f s",
-                      NETWORK_STOP_TIMEOUT_S)
+            log.error("the MQTT network thread did not stop within %.0f s", timeout)
 
     def _done(self, stop: threading.Event) -> bool:
         if not stop.is_set():
@@ -318,23 +322,11 @@ class IngestWorker:
                 log.warning("could not cancel the query (%s)", _describe(exc))
 
     def _next_batch(self, stop: threading.Event) -> list[Delivery]:
-        first = self._inbox.take(timeout=0.2)
-        if first is None:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self._settings.batch_wait_ms / 1000
-        while len(batch) < self._settings.batch_max:
-            delivery = self._inbox.take_nowait()
-            if delivery is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or stop.is_set():
-                    break
-                delivery = self._inbox.take(timeout=remaining)
-                if delivery is None:
-                    break
-            batch.append(delivery)
-        self.counters.received += len(batch)
-        self.counters.batches += 1
+        linger = 0.0 if stop.is_set() else self._settings.batch_wait_ms / 1000
+        batch = self._inbox.take_batch(self._settings.batch_max, timeout=0.2, linger=linger)
+        if batch:
+            self.counters.received += len(batch)
+            self.counters.batches += 1
         return batch
 
     def _after_batch(self) -> None:
@@ -351,7 +343,7 @@ class IngestWorker:
                  self.counters.deferred)
         self.counters.reconnects += 1
         self._client.disconnect()
-        self._stop_network()
+        self._stop_network(timeout=None)  # a second network thread would share paho's state
         with self._ack_lock:
             self._live = False
         self._start_network()

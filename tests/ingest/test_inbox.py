@@ -70,3 +70,32 @@ def test_a_kept_payload_is_inbound_as_is_and_a_dropped_one_tells_its_size() -> N
     assert dropped.inbound().size == 11_000_000 and dropped.inbound().payload == b""
     assert dropped.cost < 1000
     assert Delivery("t/v1/d/status", b"", 0, time.time(), 1, 1, True, 1).inbound().size is None
+
+
+def test_a_batch_waits_for_its_first_delivery_then_lingers_to_fill() -> None:
+    inbox = Inbox(max_count=100, max_bytes=10**6)
+    assert inbox.take_batch(10, timeout=0.01, linger=0.01) == []
+    for mid in range(3):
+        inbox.offer(_delivery(mid=mid))
+    started = time.monotonic()
+    assert [d.mid for d in inbox.take_batch(10, timeout=1, linger=0.05)] == [0, 1, 2]
+    assert time.monotonic() - started >= 0.05  # lingered for more
+    for mid in range(12):
+        inbox.offer(_delivery(mid=mid))
+    started = time.monotonic()
+    assert len(inbox.take_batch(10, timeout=1, linger=5)) == 10  # full: no lingering
+    assert time.monotonic() - started < 1 and len(inbox) == 2
+
+
+def test_a_lingering_batch_ends_as_soon_as_it_is_full() -> None:
+    inbox = Inbox(max_count=100, max_bytes=10**6)
+    inbox.offer(_delivery(mid=0))
+
+    def fill() -> None:
+        for mid in range(1, 5):
+            inbox.offer(_delivery(mid=mid))
+
+    threading.Timer(0.05, fill).start()
+    started = time.monotonic()
+    assert [d.mid for d in inbox.take_batch(5, timeout=1, linger=5)] == [0, 1, 2, 3, 4]
+    assert time.monotonic() - started < 2
