@@ -207,7 +207,7 @@ def reset(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS bench_baseline (device_id text NOT NULL, "
                  "seq bigint NOT NULL, measured_at timestamptz NOT NULL, "
                  "value double precision NOT NULL)")
-    conn.execute("TRUNCATE readings, bench_baseline, dead_letters")
+    conn.execute("TRUNCATE readings, bench_baseline, dead_letters CASCADE")
 
 
 def sustained(system: str, workers: int, port: int, dsn: str, devices: list[str],

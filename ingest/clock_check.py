@@ -11,7 +11,10 @@ never makes it suspect, whatever Telecare's own backlog."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +34,9 @@ class ClockCheck:
 
     def true_time_range(self, device_time: datetime) -> tuple[datetime, datetime]:
         """When something the device stamped `device_time` can really have happened, if its
-        clock kept the same offset since."""
-        return device_time - self.high, device_time - self.low
+        clock kept the same offset since. Clamped to the calendar: a clock far enough off
+        (measured in 2000, sent in 9999) would otherwise leave it."""
+        return _shift(device_time, -self.high), _shift(device_time, -self.low)
 
 
 def check_clock(device_time: datetime, received_at: datetime, max_transit: timedelta,
@@ -41,3 +45,10 @@ def check_clock(device_time: datetime, received_at: datetime, max_transit: timed
     low = device_time - received_at
     high = low + max_transit
     return ClockCheck(low, high, suspect=low > tolerance or high < -tolerance)
+
+
+def _shift(moment: datetime, by: timedelta) -> datetime:
+    try:
+        return moment + by
+    except OverflowError:
+        return _LATEST if by > timedelta(0) else _EARLIEST

@@ -297,6 +297,15 @@ def test_a_clock_reset_to_2000_is_quarantined_not_refused_as_unpaired(
                         "WHERE device_id = %s", (device,)).fetchone() == (True, True)
 
 
+def test_a_clock_off_by_millennia_is_quarantined_without_overflowing(
+        conn: psycopg.Connection[Any], make_device: MakeDevice) -> None:
+    device, _ = make_device("scale")
+    message = _weights(device, (1, datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC), 80.0),
+                       sent_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    outcome = _run(conn, (device, message))
+    assert _rejected(outcome, device) == {(1, "clock_untrusted")}
+
+
 def test_a_handed_over_device_with_a_slow_clock_is_not_filed_under_the_old_holder(
         conn: psycopg.Connection[Any], make_device: MakeDevice) -> None:
     device, a = make_device("scale")

@@ -37,6 +37,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from core.settings import Settings
+from ingest import pipeline
 from ingest.worker import IngestWorker, Transit
 from tests.conftest import Publisher, count, reading_message, running_worker, wait_for
 from tests.ingest.test_decode import CORPUS
@@ -487,17 +488,21 @@ def test_one_refused_message_in_a_batch_of_64_costs_a_logarithmic_number_of_comm
 
 def test_a_message_the_code_cannot_process_is_dead_lettered_and_the_worker_lives(
         worker: IngestWorker, publisher: Publisher, conn: psycopg.Connection[Any],
-        make_device: MakeDevice) -> None:
+        make_device: MakeDevice, monkeypatch: pytest.MonkeyPatch) -> None:
     bp, _ = make_device()
     other, _ = make_device()
-    # A clock reset to the earliest time with a send time at the end of the calendar: the
-    # pipeline's clock arithmetic overflows (OverflowError, no database error). Any such
-    # exception once killed the worker, and every worker of the group on the redelivery.
-    poison = json.dumps({"v": 1, "device_id": bp, "sent_at": "9999-12-31T23:59:59+00:00",
-                         "readings": [{"seq": 7, "measured_at": "2000-01-01T00:00:01+00:00",
-                                       "type": "blood_pressure",
-                                       "values": {"systolic": 120, "diastolic": 80,
-                                                  "pulse": 60}}]})
+    # A defect in processing, for one message only (the pipeline once overflowed on a clock
+    # far off: fixed, so it is injected here). Any such exception once killed the worker,
+    # and every worker of the group on the redelivery.
+    real = pipeline.metric_values
+
+    def defective(kind: str, measurement: str, values: Any) -> Any:
+        if values.get("systolic") == 66.6:
+            raise OverflowError("a defect")
+        return real(kind, measurement, values)
+
+    monkeypatch.setattr(pipeline, "metric_values", defective)
+    poison = reading_message(bp, [7], systolic=66.6)
     publisher.publish(other, "readings", reading_message(other, [1]))
     publisher.publish(bp, "readings", poison)
     publisher.publish(other, "readings", reading_message(other, [2]))
