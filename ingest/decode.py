@@ -136,23 +136,41 @@ def parse_json(payload: bytes) -> Any:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise _Unreadable("not UTF-8") from None
+    # Valid UTF-8 holds no surrogates and JSON no raw control characters, so text NUL and
+    # unpaired surrogates can only arrive as \u escapes: only then is every string checked.
+    decoder = _CAREFUL if "\\u" in text else _FAST
     try:
-        return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+        return decoder.decode(text)
     except _Unreadable:
         raise
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an absurdly long number
         raise _Unreadable(f"not JSON: {type(exc).__name__}") from None
 
 
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Unreadable(f"duplicate key {_first_repeat(pairs)[:32]!r}")
+    return obj
+
+
+def _unique_storable(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = _unique_keys(pairs)
     for key, value in pairs:
-        if key in obj:
-            raise _Unreadable(f"duplicate key {key[:32]!r}")
         if not _storable(key):
             raise _Unreadable("a key with a NUL character or an unpaired surrogate")
-        obj[key] = UNSTORABLE if isinstance(value, str) and not _storable(value) else value
+        if isinstance(value, str) and not _storable(value):
+            obj[key] = UNSTORABLE
     return obj
+
+
+def _first_repeat(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return ""
 
 
 def _storable(text: str) -> bool:
@@ -161,6 +179,10 @@ def _storable(text: str) -> bool:
 
 def _no_constant(name: str) -> None:
     raise _Unreadable(f"{name} is not a JSON number")
+
+
+_FAST = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+_CAREFUL = json.JSONDecoder(object_pairs_hook=_unique_storable, parse_constant=_no_constant)
 
 
 def _validate_items(model: type[BaseModel], raw_items: list[Any]
