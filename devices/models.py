@@ -54,6 +54,9 @@ class RegisteredDevice(BaseModel):
     # device's items, not crash the reader.
     kind: str
     pairings: tuple[Pairing, ...] = ()
+    # The device clock as last judged from its messages (device_status).
+    clock_suspect: bool = False
+    clock_offset_s: float | None = None
 
     def citizen_at(self, at: datetime) -> UUID | None:
         """The citizen who had the device at `at`, if any."""

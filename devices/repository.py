@@ -31,8 +31,11 @@ INSERT_PAIRING = """
 INSERT INTO device_pairings (device_id, citizen_id, valid)
 VALUES (%s, %s, tstzrange(%s, %s, '[)'))"""
 REGISTERED_DEVICES = """
-SELECT d.id, d.kind, p.citizen_id, lower(p.valid) AS valid_from, upper(p.valid) AS valid_to
-  FROM devices d LEFT JOIN device_pairings p ON p.device_id = d.id
+SELECT d.id, d.kind, p.citizen_id, lower(p.valid) AS valid_from, upper(p.valid) AS valid_to,
+       coalesce(s.clock_suspect, false) AS clock_suspect, s.clock_offset_s
+  FROM devices d
+  LEFT JOIN device_pairings p ON p.device_id = d.id
+  LEFT JOIN device_status s ON s.device_id = d.id
  WHERE d.id = ANY(%s)"""
 
 # Ingest holds this shared for a batch, a pairing change holds it exclusively: a batch never
@@ -67,10 +70,12 @@ SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s
                      %s::timestamptz[], %s::timestamptz[], %s::boolean[], %s::text[],
                      %s::boolean[], %s::jsonb[])
 ON CONFLICT DO NOTHING"""
+# Compared in SQL: jsonb equality is by value (1e300 is 10^300), a Python round trip is not.
 STORED_EVENTS = """
-SELECT e.device_id, e.measured_at, e.seq, e.kind, e.data
+SELECT e.device_id, e.seq, e.kind = k.kind AND e.data = k.data AS same
   FROM device_events e
-  JOIN unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS k(device_id, measured_at, seq)
+  JOIN unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s::jsonb[])
+       AS k(device_id, measured_at, seq, kind, data)
  USING (device_id, measured_at, seq)"""
 # Seen devices are online again only when seen after the status that last set `online`
 # (a last will in the same batch as a reading, received after it, keeps the device offline).
@@ -203,17 +208,21 @@ def lock_pairings(conn: Conn) -> None:
 def registered_devices(conn: Conn, device_ids: Iterable[str]) -> dict[str, RegisteredDevice]:
     """Each known device among `device_ids` with all its pairings, in one query."""
     kinds: dict[str, str] = {}
+    clocks: dict[str, tuple[bool, float | None]] = {}
     pairings: dict[str, list[Pairing]] = {}
     with conn.cursor(row_factory=dict_row) as cur:
         for row in cur.execute(REGISTERED_DEVICES, (list(device_ids),)):
             kinds[row["id"]] = row["kind"]
+            clocks[row["id"]] = (row["clock_suspect"], row["clock_offset_s"])
             if row["citizen_id"] is not None:
                 pairings.setdefault(row["id"], []).append(Pairing(
                     device_id=row["id"], citizen_id=row["citizen_id"],
                     valid_from=row["valid_from"], valid_to=row["valid_to"]))
     return {
         device_id: RegisteredDevice(id=device_id, kind=kind,
-                                    pairings=tuple(pairings.get(device_id, ())))
+                                    pairings=tuple(pairings.get(device_id, ())),
+                                    clock_suspect=clocks[device_id][0],
+                                    clock_offset_s=clocks[device_id][1])
         for device_id, kind in kinds.items()
     }
 
@@ -286,11 +295,8 @@ def insert_events(conn: Conn, rows: Sequence[EventRow]) -> Conflicts:
         cur.execute(INSERT_EVENTS, [list(column) for column in columns])
         if cur.rowcount == len(rows):
             return set()
-        wanted = {(r.device_id, r.measured_at, r.seq): (r.kind, r.data) for r in rows}
-        held = cur.execute(STORED_EVENTS, [list(columns[0]), list(columns[1]),
-                                           list(columns[2])]).fetchall()
-    return {(device_id, seq) for device_id, measured_at, seq, kind, data in held
-            if wanted[(device_id, measured_at, seq)] != (kind, data)}
+        held = cur.execute(STORED_EVENTS, [list(columns[i]) for i in (0, 1, 2, 3, 10)])
+        return {(device_id, seq) for device_id, seq, same in held if not same}
 
 
 class Sighting(NamedTuple):

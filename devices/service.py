@@ -71,4 +71,5 @@ def unpair_device(conn: Conn, device_id: str, at: datetime) -> None:
         if repository.stored_since(conn, device_id, at):
             raise PairingConflict(f"device {device_id} has data measured since {at.isoformat()}; "
                                   "end the pairing after it, or pair the device to its holder")
-        repository.close_open_pairing(conn, device_id, at)
+        if repository.close_open_pairing(conn, device_id, at) is None:
+            raise PairingConflict(f"device {device_id} has no pairing open at {at.isoformat()}")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
+_ANY_OFFSET = timedelta(days=10**6)  # beyond the calendar: any true time is possible
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,19 @@ class ClockCheck:
         clock kept the same offset since. Clamped to the calendar: a clock far enough off
         (measured in 2000, sent in 9999) would otherwise leave it."""
         return _shift(device_time, -self.high), _shift(device_time, -self.low)
+
+
+def wrong_clock() -> ClockCheck:
+    """A clock known to be wrong by an unknown amount (a send time that cannot be right)."""
+    return ClockCheck(-_ANY_OFFSET, _ANY_OFFSET, suspect=True)
+
+
+def remembered(offset_s: float, tolerance: timedelta) -> ClockCheck:
+    """A clock judged suspect earlier, about `offset_s` off, for a message that cannot show
+    its clock now (no send time): the true offset may lie anywhere up to twice as far."""
+    offset = timedelta(seconds=offset_s)
+    return ClockCheck(offset - abs(offset) - tolerance, offset + abs(offset) + tolerance,
+                      suspect=True)
 
 
 def check_clock(device_time: datetime, received_at: datetime, max_transit: timedelta,

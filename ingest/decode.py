@@ -27,6 +27,7 @@ from ingest.wire import (
     StatusMessageV1,
     is_downlink,
     parse_topic,
+    parse_wire_time,
 )
 
 _UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -61,6 +62,8 @@ class Decoded:
     device_id: str
     channel: Channel
     sent_at: datetime | None = None
+    # The envelope had a send time that cannot be right (unreadable, or before 2000).
+    sent_at_invalid: bool = False
     items: tuple[tuple[int, Item], ...] = ()
     refused: tuple[ItemRefusal, ...] = ()
     status: StatusMessageV1 | None = None
@@ -126,8 +129,18 @@ def decode(inbound: Inbound, *, topic_root: str,
         return Decoded(inbound, device_id, channel, status=envelope)
     raw_items: list[Any] = getattr(envelope, channel)
     items, refused = _validate_items(ITEM_MODELS[channel], raw_items)
-    return Decoded(inbound, device_id, channel, sent_at=getattr(envelope, "sent_at", None),
+    sent_at, invalid = _sent_at(getattr(envelope, "sent_at", None))
+    return Decoded(inbound, device_id, channel, sent_at=sent_at, sent_at_invalid=invalid,
                    items=items, refused=refused)
+
+
+def _sent_at(raw: Any) -> tuple[datetime | None, bool]:
+    if raw is None:
+        return None, False
+    try:
+        return parse_wire_time(raw), False
+    except ValueError:
+        return None, True
 
 
 def parse_json(payload: bytes) -> Any:

@@ -69,8 +69,7 @@ def subscriptions(settings: Settings
     worker drops it on arrival.)"""
     prefix = f"$share/{settings.share_group}/" if settings.share_group else ""
     name = f"{prefix}{settings.topic_root}/#"
-    if settings.mqtt_protocol == "5":
-        # Retain As Published: an empty retained status is a device clearing its retained
-        # message (decommissioning), not a malformed payload; decode needs the flag to tell.
-        return [(name, SubscribeOptions(qos=1, retainAsPublished=True))]
+    # Without Retain As Published the retain flag marks only the stored copies the broker sends
+    # on subscribing: old news, whose `reported_at` says nothing about the device clock now.
+    # (An empty status, a device clearing its retained message, is ignored either way.)
     return [(name, 1)]

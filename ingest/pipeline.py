@@ -18,7 +18,7 @@ from devices.dead_letters import ITEMS_REJECTED, DeadLetter, ItemRefusal
 from devices.errors import InvalidReading
 from devices.models import RegisteredDevice
 from devices.repository import Conn, EventRow, ReadingRow, Sighting
-from ingest.clock_check import ClockCheck, check_clock
+from ingest.clock_check import ClockCheck, check_clock, remembered, wrong_clock
 from ingest.decode import Decoded, Inbound, Item, dead_letter, decode
 from ingest.wire import AckCommandV1, EventV1, ReadingV1, Rejected, StatusMessageV1
 
@@ -149,9 +149,10 @@ def _write(conn: Conn, work: _Work, last_seen: LastSeen | None) -> BatchOutcome:
 def _take_items(work: _Work, message: Decoded, device: RegisteredDevice, limits: Limits,
                 transit: timedelta) -> None:
     received_at = message.inbound.received_at
-    clock = (None if message.sent_at is None
-             else check_clock(message.sent_at, received_at, transit, limits.max_clock_ahead))
-    _sighted(work, device.id, received_at, clock)
+    clock = _clock_of(message, device, transit, limits)
+    # Only what this message shows is news about the clock; a remembered verdict is not.
+    shown = message.sent_at is not None or message.sent_at_invalid
+    _sighted(work, device.id, received_at, clock if shown else None)
     for refusal in message.refused:
         work.refused[message].append(refusal)
     for index, item in message.items:
@@ -163,6 +164,20 @@ def _take_items(work: _Work, message: Decoded, device: RegisteredDevice, limits:
                 _stage_event(work, message, device, item, citizen, clock, limits)
         except InvalidReading as refused:
             work.refuse(message, index, item.seq, refused.reason, refused.detail)
+
+
+def _clock_of(message: Decoded, device: RegisteredDevice, transit: timedelta,
+              limits: Limits) -> ClockCheck | None:
+    """What this message shows of the device clock; without a send time, what was last
+    concluded (a clock found off stays suspect until a message shows it right)."""
+    if message.sent_at is not None:
+        return check_clock(message.sent_at, message.inbound.received_at, transit,
+                           limits.max_clock_ahead)
+    if message.sent_at_invalid:
+        return wrong_clock()
+    if device.clock_suspect and device.clock_offset_s is not None:
+        return remembered(device.clock_offset_s, limits.max_clock_ahead)
+    return None
 
 
 def _attribute(device: RegisteredDevice, measured_at: datetime, received_at: datetime,
@@ -237,9 +252,12 @@ def _stage_event(work: _Work, message: Decoded, device: RegisteredDevice, item: 
 def _write_status(conn: Conn, work: _Work, message: Decoded, status: StatusMessageV1,
                   limits: Limits, transit: timedelta) -> None:
     received_at = message.inbound.received_at
+    reported_at = status.reported_at
+    if reported_at is not None and reported_at > received_at + limits.max_clock_ahead:
+        reported_at = None  # a time from the future is not shown; the clock check notes it
     devices_repo.upsert_status(conn, {
         "device_id": message.device_id, "online": status.online, "received_at": received_at,
-        "reported_at": status.reported_at, "battery_pct": status.battery_pct,
+        "reported_at": reported_at, "battery_pct": status.battery_pct,
         "signal_dbm": status.signal_dbm, "firmware": status.firmware,
     })
     if status.online:

@@ -99,7 +99,8 @@ class _Envelope(_Wire):
     sent_at: WireTime | None = Field(
         default=None, description="Device clock when this attempt was sent (set anew on every "
         "resend): tells a reading the device held back from one that waited at the server, "
-        "and lets Telecare check the device's clock")
+        "and lets Telecare check the device's clock. One that cannot be read (or is before "
+        "2000) marks the clock as wrong: the items are answered, not the envelope refused")
 
 
 class ReadingsMessageV1(_Envelope):
@@ -117,7 +118,9 @@ class EventV1(_Wire):
     seq: Seq
     measured_at: WireTime
     type: EventType
-    data: dict[Name, Text | Number | bool] = Field(default_factory=dict, max_length=16)
+    # int before float: a whole number is kept exactly, not rounded through a float.
+    data: dict[Name, Text | bool | Annotated[int, Field(ge=-SEQ_MAX, le=SEQ_MAX)] | Number] = Field(
+        default_factory=dict, max_length=16)
 
 
 class EventsMessageV1(_Envelope):
@@ -156,12 +159,19 @@ class AckCommandV1(_Wire):
     rejected: list[Rejected] = Field(default_factory=list)
 
 
-# Step one of decoding: the envelope, with the items still raw JSON.
-class ReadingsEnvelope(_Envelope):
+# Step one of decoding: the envelope, with the items and the send time still raw JSON (a
+# wrong clock must not cost the device its answers).
+class _RawEnvelope(_Wire):
+    v: Version
+    device_id: DeviceId
+    sent_at: Any = None
+
+
+class ReadingsEnvelope(_RawEnvelope):
     readings: list[Any] = Field(min_length=1, max_length=MAX_ITEMS_PER_MESSAGE)
 
 
-class EventsEnvelope(_Envelope):
+class EventsEnvelope(_RawEnvelope):
     events: list[Any] = Field(min_length=1, max_length=MAX_ITEMS_PER_MESSAGE)
 
 
@@ -189,7 +199,7 @@ def parse_topic(root: str, name: str) -> tuple[str, Channel] | None:
 def is_downlink(root: str, name: str) -> bool:
     """Whether `name` is a commands topic: Telecare's own downlink, never ingested."""
     parts = name.split("/")
-    return len(parts) == 4 and parts[0] == root and parts[3] == COMMANDS
+    return len(parts) == 4 and parts[0] == root and parts[1] == "v1" and parts[3] == COMMANDS
 
 
 PAYLOAD_MODELS: dict[str, type[BaseModel]] = {

@@ -58,3 +58,29 @@ def test_a_serial_is_registered_once(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(PairingConflict):
         service.register_device(conn, Device(id=f"{device_id}x", kind="scale",  # type: ignore[arg-type]
                                              model="M", serial=device_id))
+
+
+def test_ending_a_pairing_that_is_not_open_then_is_refused(conn: psycopg.Connection[Any]) -> None:
+    device_id = _device(conn)
+    service.pair_device(conn, device_id, service.enrol_citizen(conn, "Someone"), T0)
+    with pytest.raises(PairingConflict, match="no pairing open"):
+        service.unpair_device(conn, device_id, T0 - timedelta(days=1))
+
+
+def test_a_pairing_change_waits_for_a_batch_that_holds_the_pairings(database: str) -> None:
+    """A batch attributes by the pairings it read: a change must not commit in between."""
+    import threading
+
+    with psycopg.connect(database, autocommit=True) as batch, \
+            psycopg.connect(database, autocommit=True) as desk:
+        device_id = _device(desk)
+        citizen = service.enrol_citizen(desk, "Holder")
+        done = threading.Event()
+        with batch.transaction():
+            repository.lock_pairings_shared(batch)
+            mover = threading.Thread(target=lambda: (service.pair_device(
+                desk, device_id, citizen, T0), done.set()))
+            mover.start()
+            assert not done.wait(0.5), "the pairing changed while a batch held the pairings"
+        mover.join(10)
+        assert done.is_set()

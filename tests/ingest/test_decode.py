@@ -56,10 +56,8 @@ CORPUS = [
      "invalid_json"),
     (GOOD.replace(b'"pulse":60', b'"pulse":60,"pulse":61'), "invalid_json"),
     # What PostgreSQL cannot hold is refused before the database sees it.
-    (GOOD.replace(b'"bp-1","readings"', b'"bp-1","sent_at":"a\\u0000b","readings"'),
-     "schema_violation"),
-    (GOOD.replace(b'"bp-1","readings"', b'"bp-1","sent_at":"\\ud800","readings"'),
-     "schema_violation"),
+    (GOOD.replace(b'"device_id":"bp-1"', b'"device_id":"bp\\u0000-1"'), "schema_violation"),
+    (GOOD.replace(b'"device_id":"bp-1"', b'"device_id":"\\ud800"'), "schema_violation"),
     (GOOD.replace(b'"pulse"', b'"pul\\u0000se"'), "invalid_json"),
     ("{\"v\":1,\"device_id\":\"bp-1\"}".encode("utf-16"), "invalid_json"),  # UTF-8 only
     (GOOD + b" " * 5000, "payload_too_large"),
@@ -118,6 +116,14 @@ def test_an_event_type_from_newer_firmware_is_refused_by_its_seq_and_the_rest_ke
     assert isinstance(result, Decoded)
     assert [item.seq for _, item in result.items] == [6]
     assert [(r.seq, r.reason) for r in result.refused] == [(5, "unknown_type")]
+
+
+@pytest.mark.parametrize("sent_at", ["1970-01-01T00:00:05Z", "a\u0000b", 1763881200, "soon"])
+def test_a_send_time_that_cannot_be_right_keeps_the_items(sent_at: object) -> None:
+    message = json.loads(_message(_reading(seq=1)))
+    message["sent_at"] = sent_at
+    result = _decode(json.dumps(message).encode())
+    assert isinstance(result, Decoded) and result.sent_at_invalid and len(result.items) == 1
 
 
 def test_details_name_fields_never_values() -> None:

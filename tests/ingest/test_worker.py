@@ -857,3 +857,22 @@ def test_an_11_mb_message_does_not_grow_the_worker_for_good(
     assert conn.execute("SELECT reason, payload_bytes FROM dead_letters WHERE device_id = %s",
                         (device,)).fetchall() == letters
     assert after - before < 4 * 1024  # KiB
+
+
+def test_a_live_retained_status_checks_the_device_clock(
+        worker: IngestWorker, publisher: Publisher, conn: psycopg.Connection[Any],
+        make_device: MakeDevice) -> None:
+    """Statuses are published retained; live ones must still count as news about the clock
+    (only the stored copies the broker replays on subscribing are old)."""
+    device, _ = make_device("scale")
+    topic = f"{publisher.root}/v1/{device}/status"
+    behind = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    publisher.client.publish(topic, json.dumps({"v": 1, "device_id": device, "online": True,
+                                                "reported_at": behind}),
+                             qos=1, retain=True).wait_for_publish(5)
+    try:
+        wait_for(lambda: conn.execute("SELECT clock_suspect FROM device_status WHERE "
+                                      "device_id = %s", (device,)).fetchone() == (True,),
+                 what="the clock found three hours behind")
+    finally:
+        publisher.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
