@@ -142,30 +142,35 @@ def _kind(device_kind: str) -> DeviceKind | None:
         return None
 
 
+# (device kind, measurement type) -> [(value name, metric code, possible min, possible max)]:
+# what metric_values checks for every reading, looked up once per reading, not rebuilt.
+_MEASURES: Mapping[tuple[str, str], tuple[tuple[str, str, float, float], ...]] = {
+    (kind.value, mtype.value): tuple((name, code, METRICS[code].possible_min,
+                                      METRICS[code].possible_max)
+                                     for name, code in COMPONENTS[mtype].items())
+    for kind, mtypes in DEVICE_MEASUREMENTS.items() for mtype in mtypes}
+_MEASUREMENT_TYPES = frozenset(mtype.value for mtype in MeasurementType)
+
+
 def metric_values(device_kind: str, measurement: str,
                   values: Mapping[str, float]) -> list[tuple[str, float, str]]:
     """The (metric, value, quality) of each value of one reading, or InvalidReading with the
     reason it is refused. Details name fields and ranges, never the measured value."""
-    try:
-        mtype = MeasurementType(measurement)
-    except ValueError:
-        raise InvalidReading("unknown_type", "unknown measurement type") from None
-    kind = _kind(device_kind)
-    if kind is None or mtype not in DEVICE_MEASUREMENTS.get(kind, frozenset()):
+    measures = _MEASURES.get((device_kind, measurement))
+    if measures is None:
+        if measurement not in _MEASUREMENT_TYPES:
+            raise InvalidReading("unknown_type", "unknown measurement type")
         raise InvalidReading("type_not_supported",
-                             f"a {device_kind} device does not measure {mtype.value}")
-    components = COMPONENTS[mtype]
-    if values.keys() != components.keys():
+                             f"a {device_kind} device does not measure {measurement}")
+    if len(values) != len(measures) or any(name not in values for name, *_ in measures):
         raise InvalidReading("invalid_components",
-                             f"{mtype.value} needs values {sorted(components)}")
+                             f"{measurement} needs values {sorted(n for n, *_ in measures)}")
     triples = []
-    for name, metric_code in components.items():
+    for name, metric_code, low, high in measures:
         value = float(values[name])
         if not math.isfinite(value):
             raise InvalidReading("schema_violation", f"{name} is not a finite number")
-        metric = METRICS[metric_code]
-        plausible = metric.possible_min <= value <= metric.possible_max
-        triples.append((metric_code, value, VALID if plausible else IMPLAUSIBLE))
+        triples.append((metric_code, value, VALID if low <= value <= high else IMPLAUSIBLE))
     return triples
 
 

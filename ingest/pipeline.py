@@ -297,9 +297,10 @@ def _acks(work: _Work) -> dict[str, AckCommandV1]:
     for message, seqs in work.stored.items():
         stored[message.device_id] |= seqs
     for message, refusals in work.refused.items():
-        rejected[message.device_id].extend(Rejected(seq=r.seq, reason=r.reason)
+        rejected[message.device_id].extend(Rejected.model_construct(seq=r.seq, reason=r.reason)
                                            for r in refusals if r.seq is not None)
-    return {device_id: AckCommandV1(
+    # Built from values this module made (no validation: one ack per device per batch).
+    return {device_id: AckCommandV1.model_construct(
         stored=sorted(stored[device_id] - {r.seq for r in rejected[device_id]}),
         rejected=rejected[device_id]) for device_id in stored.keys() | rejected.keys()}
 
