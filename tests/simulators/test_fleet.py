@@ -4,7 +4,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def test_the_api_returns_exactly_the_readings_the_fleet_published(
                            ground_truth=str(tmp_path / "truth.jsonl"))
     fleet, report = _run_fleet(settings, options, conn)
     assert report.unanswered() == 0 and not report.rejected
-    assert len(report.generated) > 50
+    assert len(report.generated) > 20  # a real run: three days of ten citizens (adherence varies)
 
     citizen_ids = _citizen_ids(conn, fleet.citizens)
     # The ground truth names citizens by key and, when told, by the registry's id.
@@ -105,12 +105,18 @@ def test_faults_lose_nothing_and_duplicate_nothing(settings: Settings, worker: I
                                    "low_battery", "sensor_fault"),
                            prefix=f"f{uuid.uuid4().hex[:6]}", ground_truth=str(truth))
     fleet, report = _run_fleet(settings, options)
+    finished = datetime.now(UTC)
     assert report.unanswered() == 0
     # Only the clock two days ahead has items refused, for its clock; the one three hours
     # behind is stored (late). Refusals are final: the device does not send them again.
+    # Which of its items land in the future depends on when the citizen measured (adherence
+    # varies), so the expectation is computed from what it generated.
     skewed = fleet.devices[0].spec.id
+    surely_future = {key for key, (_, at, _) in report.generated.items()
+                     if key[0] == skewed and at > finished + timedelta(minutes=5)}
     reasons = set(report.rejected.values())
-    assert report.rejected and reasons <= {"measured_in_future", "clock_untrusted"}
+    assert surely_future <= report.rejected.keys()
+    assert reasons <= {"measured_in_future", "clock_untrusted"}
     assert all(d == skewed for d, _ in report.rejected)
     stored = conn.execute(
         "SELECT count(DISTINCT (device_id, seq)) FROM readings WHERE device_id LIKE %s",
@@ -126,8 +132,9 @@ def test_faults_lose_nothing_and_duplicate_nothing(settings: Settings, worker: I
     assert report.malformed_sent > 0 and sum(n for r, n in dead.items()
                                              if r != "items_rejected") > 0
     # A sensor fault's impossible values are stored, marked, not refused.
+    # (Whether a glitch falls in this window depends on the wall clock the run starts at;
+    # tests/ingest/test_pipeline.py stores implausible values deterministically.)
     glitches = report.glitches - report.rejected.keys()
-    assert glitches
     marked = {(d, q) for d, q, quality in conn.execute(
         "SELECT device_id, seq, quality FROM readings WHERE device_id LIKE %s",
         (f"{options.prefix}%",)).fetchall() if quality == "implausible"}
@@ -142,8 +149,12 @@ def test_faults_lose_nothing_and_duplicate_nothing(settings: Settings, worker: I
     assert episodes and {e["episode"] for e in episodes} <= {
         "hf_decompensation", "copd_exacerbation", "hypoglycaemia", "bp_rise", "inactivity"}
     faults = {r["fault"] for r in records if r["type"] == "fault"}
-    assert faults == {"duplicate", "offline", "back_online", "malformed", "clock_skew",
+    # Every fault that happened is logged; which random ones happen depends on the run.
+    assert faults <= {"duplicate", "offline", "back_online", "malformed", "clock_skew",
                       "low_battery", "sensor"}
+    assert {"clock_skew", "low_battery", "malformed"} <= faults
+    assert ("duplicate" in faults) == (report.duplicates_sent > 0)
+    assert ("sensor" in faults) == bool(report.glitches)
     assert records[-1]["unanswered"] == 0
 
 
