@@ -18,6 +18,7 @@ from ingest.worker import IngestWorker
 from simulators.fleet import FleetOptions, run_fleet
 from simulators.population import build_fleet
 from telecare.embedded import embedded_broker, embedded_postgres
+from telecare.maintenance import start_maintenance
 from telecare.provision import provision_fleet
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
         provision_fleet(dsn, build_fleet(citizens, seed))
         worker = IngestWorker(live)
         ingest_thread = _thread("ingest", lambda: worker.run(stop))
+        start_maintenance(live, stop)
         if not worker.wait_connected(30):
             raise RuntimeError("ingest could not connect to the broker")
         api = uvicorn.Server(uvicorn.Config(create_app(live), host=live.api_host,
