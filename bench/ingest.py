@@ -242,12 +242,15 @@ def sustained(system: str, workers: int, port: int, dsn: str, devices: list[str]
 
 
 def at_rate(system: str, workers: int, port: int, dsn: str, devices: list[str], rate: float,
-            seconds: float, logdir: Path, sample: int = 20) -> tuple[float, float, float]:
+            seconds: float, logdir: Path, sample: int = 20,
+            poison_rate: float = 0.0) -> tuple[float, float, float]:
     """(achieved readings/s, p50 ms, p99 ms) at `rate` messages/s offered; latency measured on
-    every message of `sample` of the devices (round robin: 1 in len(devices)/sample)."""
+    every message of `sample` of the devices (round robin: 1 in len(devices)/sample), with
+    `poison_rate` poison messages/s mixed in."""
     root = f"t{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         reset(conn)
+    poison_every = int(rate / poison_rate) if poison_rate > 0 else 0
     procs = start_workers(system, workers, port, root, dsn, logdir)
     total = int(rate * seconds)
     sampled = devices[:sample]
@@ -267,6 +270,8 @@ def at_rate(system: str, workers: int, port: int, dsn: str, devices: list[str], 
             if pause > 0:
                 time.sleep(pause)
             probe.publish(index)
+            if poison_every and index % poison_every == 0:
+                probe.publish_poison(index // poison_every)
         arrivals: dict[tuple[str, int], float] = out.get(timeout=total / 100 + 90)
         probe.close()
         sent = {key: at for key, at in probe.sent.items() if key[0] in sampled}
@@ -288,57 +293,17 @@ def poisoned(workers: int, port: int, dsn: str, devices: list[str], rate: float,
     """(p50 ms, p99 ms, dead letters) of Telecare's acks at `rate` good messages/s with
     `poison_rate` poison messages/s mixed in."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        reset(conn)
         conn.execute("ALTER TABLE readings ADD CONSTRAINT bench_poison "
                      f"CHECK (value <> {POISON_WEIGHT}) NOT VALID")
     try:
-        p50, p99 = _poisoned_run(workers, port, dsn, devices, rate, poison_rate, seconds, logdir)
+        _, p50, p99 = at_rate("telecare", workers, port, dsn, devices, rate, seconds, logdir,
+                              poison_rate=poison_rate)
         with psycopg.connect(dsn, autocommit=True) as conn:
             dead = int((conn.execute("SELECT count(*) FROM dead_letters").fetchone() or (0,))[0])
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("ALTER TABLE readings DROP CONSTRAINT bench_poison")
     return p50, p99, dead
-
-
-def _poisoned_run(workers: int, port: int, dsn: str, devices: list[str], rate: float,
-                  poison_rate: float, seconds: float, logdir: Path,
-                  sample: int = 20) -> tuple[float, float]:
-    root = f"t{uuid.uuid4().hex[:8]}"
-    procs = start_workers("telecare", workers, port, root, dsn, logdir)
-    total = int(rate * seconds)
-    every = max(1, int(rate / poison_rate))
-    sampled = devices[:sample]
-    expected = sum(1 for index in range(total) if index % len(devices) < sample)
-    spawn = multiprocessing.get_context("spawn")
-    ready, out = spawn.Event(), spawn.Queue()
-    listener = spawn.Process(target=listen_for_acks,
-                             args=(port, root, sampled, expected, ready, out))
-    try:
-        listener.start()
-        if not ready.wait(30):
-            raise RuntimeError("the acknowledgement listener did not subscribe")
-        probe = Probe(port, root, devices)
-        start = time.monotonic()
-        for index in range(total):
-            pause = start + index / rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            probe.publish(index)
-            if index % every == 0:
-                probe.publish_poison(index // every)
-        arrivals: dict[tuple[str, int], float] = out.get(timeout=total / 100 + 90)
-        probe.close()
-        sent = {key: at for key, at in probe.sent.items() if key[0] in sampled}
-        if sent.keys() - arrivals.keys():
-            raise RuntimeError("poison run: sampled readings never acknowledged")
-        lat = sorted(arrivals[key] - at for key, at in sent.items())
-        return (statistics.median(lat) * 1000,
-                lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000)
-    finally:
-        if listener.is_alive():
-            listener.terminate()
-        stop(procs)
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -26,7 +26,6 @@ import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
 from psycopg.pq import TransactionStatus
 
-from core.clock import Clock, system_clock
 from core.db import connect
 from core.settings import Settings
 from devices import dead_letters
@@ -40,8 +39,6 @@ from ingest.wire import AckCommandV1, Rejected, is_downlink, parse_topic, topic
 
 log = logging.getLogger(__name__)
 
-PARTITION_CHECK_EVERY_S = 6 * 3600
-PARTITION_RETRY_S = 60.0
 # SQLSTATE classes that say "this data is wrong": data exception, integrity constraint
 # violation, program limit exceeded (a value too large for an index row, say). Every other
 # class (42 a bad deploy or permission, 25 a read-only replica, 08 connection, 40 rollback,
@@ -152,9 +149,8 @@ class Transit:
 class IngestWorker:
     """One ingest worker; run several with the same share group to spread the load."""
 
-    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._clock = clock
         self._limits = Limits(
             topic_root=settings.topic_root,
             max_payload_bytes=settings.max_payload_bytes,
@@ -180,7 +176,6 @@ class IngestWorker:
         self._connected = threading.Event()
         self._finished = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
-        self._partitions_due = 0.0
         self._last_seen = LastSeen()
         self.counters = Counters()
         self._client = new_client(settings, settings.ingest_client_id, manual_ack=True)
@@ -260,7 +255,6 @@ class IngestWorker:
                          daemon=True).start()
         try:
             while not self._done(stop):
-                self._maintain_partitions()
                 batch = self._next_batch(stop)
                 if batch and not self._store(batch, stop):
                     break  # stopping during an outage: unacknowledged, so the broker redelivers
@@ -375,16 +369,9 @@ class IngestWorker:
         """Commit the batch; if it is refused, bisect it: commit the halves the database takes
         and dead-letter only single messages it refuses (O(k log n) commits for k of them)."""
         letters: list[tuple[Delivery, DeadLetter, _Refused]] = []
-        try:
-            self._commit_and_ack(batch, settled)
-            return
-        except _Refused as refused:
-            log.error("batch of %d refused (%s %s); isolating", len(batch), refused.reason,
-                      _describe(refused.cause))
-            if len(batch) == 1:
-                letters.append(self._letter(batch[0], refused))
-            else:
-                self._split(batch, letters, settled)
+        if not self._try(batch, letters, settled):
+            log.error("batch of %d refused; %d message(s) isolated (%s)", len(batch),
+                      len(letters), ", ".join(sorted({_describe(r.cause) for *_, r in letters})))
         self._commit_letters(letters, settled)
 
     def _try(self, part: list[Delivery], letters: list[tuple[Delivery, DeadLetter, _Refused]],
@@ -516,23 +503,3 @@ class IngestWorker:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
-
-    def _maintain_partitions(self) -> None:
-        """Keep monthly partitions ahead of time (plain PostgreSQL); retried a minute later
-        when the database cannot do it now."""
-        if time.monotonic() < self._partitions_due:
-            return
-        now = self._clock()
-        try:
-            created = devices_repo.ensure_partitions(self._connection(),
-                                                     now - timedelta(days=31),
-                                                     now + timedelta(days=92))
-        except (_Outage, psycopg.Error) as exc:
-            log.warning("could not check reading partitions (%s); retrying in %.0f s",
-                        _describe(exc.__cause__ or exc), PARTITION_RETRY_S)
-            self._drop_connection()
-            self._partitions_due = time.monotonic() + PARTITION_RETRY_S
-            return
-        self._partitions_due = time.monotonic() + PARTITION_CHECK_EVERY_S
-        if created:
-            log.info("created %d reading partitions", created)

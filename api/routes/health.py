@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
@@ -37,7 +38,7 @@ def ready(request: Request, now: NowDep) -> Ready | JSONResponse:
                 return problem(503, f"{expected - applied} migration(s) pending",
                                code="not_ready")
             backend = repository.storage_backend(conn)
-            jobs = [MaintenanceJobPublic(**_fields(job), overdue=job.overdue(now, MAINTENANCE_DUE))
+            jobs = [MaintenanceJobPublic(**asdict(job), overdue=job.overdue(now, MAINTENANCE_DUE))
                     for job in maintenance_status(conn)]
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with the reason
         return problem(503, f"database unavailable: {type(exc).__name__}", code="not_ready")
@@ -45,7 +46,3 @@ def ready(request: Request, now: NowDep) -> Ready | JSONResponse:
     return Ready(status="degraded" if degraded else "ready", storage=backend,
                  migrations=applied, maintenance=jobs)
 
-
-def _fields(job: object) -> dict[str, object]:
-    return {name: getattr(job, name) for name in MaintenanceJobPublic.model_fields
-            if name != "overdue"}

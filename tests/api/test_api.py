@@ -1,7 +1,7 @@
 """The API over a real database, through FastAPI's test client."""
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -9,25 +9,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from core.db import open_pool
-from core.settings import Settings
 from devices.repository import prepare_reading_stage, storage_backend
 from ingest.decode import Inbound
 from ingest.pipeline import Limits, process_batch
+from tests.api.conftest import NOW
 from tests.conftest import reading_message
 
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 MakeDevice = Callable[..., tuple[str, UUID]]
-
-
-@pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(database, max_size=4)
-    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 the OpenAPI document publishes for them."""
 
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -25,21 +24,11 @@ from core.db import open_pool
 from core.settings import Settings
 from devices.catalogue import METRICS
 
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 # The document's patterns as a JSON Schema validator applies them: a search, anchored by ^ and $.
 # Python's $ also matches before a final newline, so \Z stands in for it here.
 ECMA = {name: re.compile(pattern[:-1] + r"\Z")
         for name, pattern in [("time", TIME_PATTERN), ("device", DEVICE_ID_PATTERN),
                               ("bucket", BUCKET_PATTERN)]}
-
-
-@pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(database, max_size=2)
-    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
 
 
 @pytest.fixture
