@@ -49,13 +49,21 @@ CREATE TEMP TABLE IF NOT EXISTS reading_stage
 COPY_READING_STAGE = """
 COPY reading_stage (device_id, metric, measured_at, seq, citizen_id, value, received_at, sent_at,
                     late, delay_cause, quality, clock_suspect) FROM STDIN"""
+# What the insert really stored (not a redelivery) joins the evaluation queue in the same
+# statement: the alert engine evaluates each stored reading once (migrations/0006_alerts.sql).
 INSERT_FROM_STAGE = """
-INSERT INTO readings (device_id, metric, measured_at, seq, citizen_id, value, received_at, sent_at,
-                      late, delay_cause, quality, clock_suspect)
-SELECT device_id, metric, measured_at, seq, citizen_id, value, received_at, sent_at,
-       late, delay_cause, quality, clock_suspect
-  FROM reading_stage
-    ON CONFLICT DO NOTHING"""
+WITH stored AS (
+    INSERT INTO readings (device_id, metric, measured_at, seq, citizen_id, value, received_at,
+                          sent_at, late, delay_cause, quality, clock_suspect)
+    SELECT device_id, metric, measured_at, seq, citizen_id, value, received_at, sent_at,
+           late, delay_cause, quality, clock_suspect
+      FROM reading_stage
+        ON CONFLICT DO NOTHING
+    RETURNING device_id, metric, measured_at, seq, citizen_id, value, received_at, late,
+              delay_cause, quality, clock_suspect)
+INSERT INTO evaluation_queue (source, device_id, name, measured_at, seq, citizen_id, value,
+                              received_at, late, delay_cause, quality, clock_suspect)
+SELECT 'reading', * FROM stored"""
 # Run only when the insert skipped rows: which staged readings the table now holds with the
 # same value (a redelivery) and which with another (a different measurement under the same
 # identity, refused).
@@ -64,12 +72,18 @@ SELECT s.device_id, s.seq, s.value = r.value AS same
   FROM reading_stage s
   JOIN readings r USING (device_id, metric, measured_at, seq)"""
 INSERT_EVENTS = """
-INSERT INTO device_events (device_id, measured_at, seq, kind, citizen_id, received_at, sent_at,
-                           late, delay_cause, clock_suspect, data)
-SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s::uuid[],
-                     %s::timestamptz[], %s::timestamptz[], %s::boolean[], %s::text[],
-                     %s::boolean[], %s::jsonb[])
-ON CONFLICT DO NOTHING"""
+WITH stored AS (
+    INSERT INTO device_events (device_id, measured_at, seq, kind, citizen_id, received_at,
+                               sent_at, late, delay_cause, clock_suspect, data)
+    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s::uuid[],
+                         %s::timestamptz[], %s::timestamptz[], %s::boolean[], %s::text[],
+                         %s::boolean[], %s::jsonb[])
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, measured_at, seq, kind, citizen_id, received_at, late, delay_cause,
+              clock_suspect, data)
+INSERT INTO evaluation_queue (source, device_id, measured_at, seq, name, citizen_id, received_at,
+                              late, delay_cause, clock_suspect, data)
+SELECT 'event', * FROM stored"""
 # Compared in SQL: jsonb equality is by value (1e300 is 10^300), a Python round trip is not.
 STORED_EVENTS = """
 SELECT e.device_id, e.seq, e.kind = k.kind AND e.data = k.data AS same
