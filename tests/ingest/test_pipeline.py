@@ -481,3 +481,23 @@ def test_every_item_is_stored_as_sent_or_refused_with_a_reason(
                 for r in readings if r["seq"] == seq}
         held = {(at, value) for (s, at), value in rows.items() if s == seq}
         assert held & sent
+
+
+def test_what_a_batch_really_stored_is_queued_once_for_evaluation(
+        conn: psycopg.Connection[Any], make_device: MakeDevice) -> None:
+    scale, _ = make_device("scale")
+    button, citizen = make_device("emergency_button")
+    at = NOW - timedelta(minutes=1)
+    readings = _weights(scale, (1, at, 80.0), (2, at + timedelta(seconds=1), 81.0))
+    press = _events(button, (7, at, "emergency_button", {}))
+    _run(conn, (scale, readings), (button, press, "events"))
+    # Redelivered, and a different reading under a stored identity (refused): nothing new.
+    _run(conn, (scale, readings), (button, press, "events"),
+         (scale, _weights(scale, (1, at, 99.0))))
+
+    queued = conn.execute("SELECT source, device_id, name, seq, value, citizen_id FROM "
+                          "evaluation_queue WHERE device_id = ANY(%s) ORDER BY source, seq",
+                          ([scale, button],)).fetchall()
+    assert queued == [("event", button, "emergency_button", 7, None, citizen),
+                      ("reading", scale, "body_weight", 1, 80.0, queued[1][5]),
+                      ("reading", scale, "body_weight", 2, 81.0, queued[1][5])]
