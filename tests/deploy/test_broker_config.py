@@ -31,7 +31,7 @@ from tests.deploy import mosquitto_conf
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "scripts" / "make-certs"
 ACL = REPO / "deploy" / "acl"
-PASSWORDS = {"ingest": "ingest-secret", "dev-A": "dev-a-secret", "dev-B": "dev-b-secret"}
+PASSWORDS = {"ingest": "ingest-secret", "alerts": "alerts-secret", "dev-A": "dev-a-secret", "dev-B": "dev-b-secret"}
 WAIT_S = 10.0
 SUCCESS, GRANTED_QOS_1, NOT_AUTHORIZED = 0, 1, 135
 READINGS_A, COMMANDS_A = "telecare/v1/dev-A/readings", "telecare/v1/dev-A/commands"
@@ -348,6 +348,23 @@ def test_devices_are_confined_to_their_own_topics(broker: Broker, clients: Calla
         [f"telecare/v1/dev-A/{c}" for c in ("readings", "events", "status", "commands")]
         + ["telecare/v1/dev-B/commands"])
     assert {m.payload for m in received} == {b"own", b"for A", b"for B"}
+
+
+def test_the_alert_engine_writes_to_home_screens_and_reads_nothing_devices_send(
+        broker: Broker, clients: Callable[..., Mqtt]) -> None:
+    screen = clients(broker, "dev-A")
+    screen.subscribe(COMMANDS_A)
+    engine = clients(broker, "alerts", tls=False)
+    engine.subscribe("telecare/#")
+    assert engine.puback(engine.publish(COMMANDS_A, b"seen")) == SUCCESS
+    assert [m.payload for m in screen.received(1)] == [b"seen"]
+    for topic in (READINGS_A, "telecare/v1/dev-A/status"):
+        # Mosquitto closes the connection after a denied PUBLISH: one client per attempt.
+        forger = clients(broker, "alerts", tls=False)
+        assert forger.puback(forger.publish(topic, b"forged")) == NOT_AUTHORIZED, topic
+    assert screen.puback(screen.publish(READINGS_A, b"own")) == SUCCESS
+    engine.subscribe("telecare/v1/+/none")  # after this SUBACK, nothing more is on its way
+    assert engine.messages == []
 
 
 def test_a_311_worker_gets_at_most_max_inflight_unacked_messages_and_the_rest_waits(

@@ -188,3 +188,14 @@ def test_demo_only_packages_are_not_base_dependencies() -> None:
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     names = {re.split(r"[\[<>=~!; ]", requirement, maxsplit=1)[0].lower() for requirement in dependencies}
     assert not names & DEMO_ONLY_PACKAGES
+
+
+def test_two_alert_engines_run_with_their_own_broker_account(compose: dict[str, Any]) -> None:
+    engines = {name: service for name, service in services(compose).items()
+               if service.get("command") == ["alerts"]}
+    assert len(engines) == 2, "two replicas: one leads, the other takes over"
+    for name, service in engines.items():
+        assert service["environment"]["TELECARE_MQTT_USERNAME"] == "alerts", name
+        assert "ports" not in service, name
+    acl = (REPO / "deploy" / "acl").read_text()
+    assert "user alerts\ntopic write telecare/v1/+/commands" in acl
