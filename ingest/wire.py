@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, WithJsonSchema
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SEQ_MAX = 2**63 - 1
@@ -159,6 +159,34 @@ class AckCommandV1(_Wire):
     rejected: list[Rejected] = Field(default_factory=list)
 
 
+ScreenMessageType = Literal["seen", "reminder", "message"]
+
+
+class ScreenMessageCommandV1(_Wire):
+    """Sent by Telecare on {root}/v1/{screen_id}/commands to a citizen's home screen, at QoS 1:
+    `seen` (the nurse has seen a measurement), `reminder` (a measurement is missing), `message`
+    (from the care team). Delivery is at least once: a screen shows a given `id` once."""
+
+    v: Literal[1] = 1
+    type: ScreenMessageType
+    id: int = Field(ge=1, le=SEQ_MAX, description="Telecare's message id; the same on a resend")
+    created_at: WireTime = Field(description="When Telecare wrote the message")
+    text: str | None = Field(default=None, max_length=500, description="What the screen shows")
+    alert_id: int | None = Field(default=None, ge=1, le=SEQ_MAX)
+    data: dict[Name, Text | bool | Annotated[int, Field(ge=-SEQ_MAX, le=SEQ_MAX)] | Number] = Field(
+        default_factory=dict, max_length=16,
+        description="Details for the screen: e.g. the metric and measured time a `seen` is "
+        "about, or the metric a `reminder` asks for")
+
+
+class CommandV1(RootModel[Annotated[AckCommandV1 | ScreenMessageCommandV1,
+                                    Field(discriminator="type")]]):
+    """Any message on {root}/v1/{device_id}/commands, told apart by `type`: `ack` (to every
+    device) or a screen message (`seen`, `reminder`, `message`; home screens only)."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+
 # Step one of decoding: the envelope, with the items and the send time still raw JSON (a
 # wrong clock must not cost the device its answers).
 class _RawEnvelope(_Wire):
@@ -206,7 +234,7 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "readings": ReadingsMessageV1,
     "events": EventsMessageV1,
     "status": StatusMessageV1,
-    "commands": AckCommandV1,
+    "commands": CommandV1,
 }
 ENVELOPES: dict[Channel, type[_Wire]] = {
     "readings": ReadingsEnvelope,

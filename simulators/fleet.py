@@ -23,7 +23,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from ingest.wire import AckCommandV1, EventV1, ReadingV1, StatusMessageV1, topic
+from ingest.wire import (
+    AckCommandV1,
+    CommandV1,
+    EventV1,
+    ReadingV1,
+    ScreenMessageCommandV1,
+    StatusMessageV1,
+    topic,
+)
 from simulators.faults import (
     DUPLICATE_SHARE,
     FAULTS,
@@ -87,6 +95,10 @@ class FleetReport:
     malformed_sent: int = 0
     duplicates_sent: int = 0
     glitches: set[tuple[str, int]] = field(default_factory=set)
+    # What each home screen showed, by message id (each once), and how many resends it
+    # recognised and did not show again.
+    screen_messages: dict[str, dict[int, ScreenMessageCommandV1]] = field(default_factory=dict)
+    screen_repeats: int = 0
 
     def unanswered(self) -> int:
         return len(self.generated.keys() - self.stored - self.rejected.keys())
@@ -158,10 +170,30 @@ class SimDevice:
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
-            ack = AckCommandV1.model_validate_json(msg.payload)
+            command = CommandV1.model_validate_json(msg.payload).root
         except ValidationError:
             log.warning("device %s: unreadable command ignored", self.spec.id)
             return
+        if isinstance(command, ScreenMessageCommandV1):
+            self._show(command)
+        else:
+            self._acknowledged(command)
+
+    def _show(self, message: ScreenMessageCommandV1) -> None:
+        """A home screen shows each message once: Telecare resends until the broker has it."""
+        if self.spec.kind != "home_screen":
+            log.warning("device %s: screen message %d to a %s ignored", self.spec.id,
+                        message.id, self.spec.kind)
+            return
+        with self.lock:
+            shown = self.report.screen_messages.setdefault(self.spec.id, {})
+            if message.id in shown:
+                self.report.screen_repeats += 1
+                return
+            shown[message.id] = message
+        log.debug("screen %s shows %s message %d", self.spec.id, message.type, message.id)
+
+    def _acknowledged(self, ack: AckCommandV1) -> None:
         with self.lock:
             for seq in ack.stored:
                 self.pending.pop(seq, None)
