@@ -1,0 +1,72 @@
+"""Trend rules: heart-failure weight gain (more than 2 kg within 3 days against the lowest
+weight in that window, ESC) and general rate-of-change rules (a change against the extreme of
+a metric's readings within a window before the new one). Implausible readings take no part."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from alerts.models import CitizenContext, Finding, ReadingView, Severity
+from alerts.plans import RateRule, WeightGain
+from alerts.rules.common import display, finding_about, plausible, unit
+from devices.catalogue import IMPLAUSIBLE
+
+
+def _window(history: Sequence[ReadingView], reading: ReadingView,
+            within: timedelta) -> list[ReadingView]:
+    start = reading.measured_at - within
+    return [r for r in history if start <= r.measured_at <= reading.measured_at]
+
+
+def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Finding]:
+    """A yellow finding for each new weight more than `gain.kg` above the window's lowest."""
+    history = plausible(ctx.readings, "body_weight")
+    findings = []
+    for reading in ctx.new_readings:
+        if reading.metric != "body_weight" or reading.quality == IMPLAUSIBLE:
+            continue
+        window = _window(history, reading, gain.within) or [reading]
+        lowest = min(window, key=lambda r: (r.value, r.measured_at))
+        change = reading.value - lowest.value
+        if change <= gain.kg:
+            continue
+        days = gain.within.total_seconds() / 86400
+        findings.append(finding_about(
+            reading, ctx, now, rule="trend:weight_gain", severity=Severity.YELLOW,
+            summary=(f"Weight up {change:.1f} kg within {days:g} days "
+                     f"({lowest.value:g} -> {reading.value:g} kg; limit {gain.kg:g} kg)"),
+            explanation={"metric": "body_weight", "value": reading.value, "gain_kg": round(change, 3),
+                         "limit_kg": gain.kg, "within_days": days, "lowest": lowest.value,
+                         "lowest_at": lowest.measured_at.isoformat(),
+                         "readings": len(window)}))
+    return findings
+
+
+def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[Finding]:
+    """Findings for new readings that moved by `rule.change` or more against the window's
+    extreme (its highest for a fall, its lowest for a rise)."""
+    history = plausible(ctx.readings, rule.metric)
+    findings = []
+    for reading in ctx.new_readings:
+        if reading.metric != rule.metric or reading.quality == IMPLAUSIBLE:
+            continue
+        earlier = [r for r in _window(history, reading, rule.within)
+                   if r.measured_at < reading.measured_at]
+        if not earlier:
+            continue
+        falling = rule.change < 0
+        ref = (max if falling else min)(earlier, key=lambda r: (r.value, r.measured_at))
+        change = reading.value - ref.value
+        if (change > rule.change) if falling else (change < rule.change):
+            continue
+        hours = rule.within.total_seconds() / 3600
+        findings.append(finding_about(
+            reading, ctx, now, rule=f"rate:{rule.metric}", severity=rule.severity,
+            summary=(f"{display(rule.metric)} {'fell' if falling else 'rose'} by "
+                     f"{abs(change):g} {unit(rule.metric)} within {hours:g} h "
+                     f"({ref.value:g} -> {reading.value:g})"),
+            explanation={"metric": rule.metric, "value": reading.value, "change": round(change, 3),
+                         "limit": rule.change, "within_h": hours, "reference": ref.value,
+                         "reference_at": ref.measured_at.isoformat(), "source": rule.source}))
+    return findings
