@@ -115,6 +115,8 @@ class HistoryEntry:
 
 
 Change = tuple[AlertState | None, tuple[HistoryEntry, ...]]
+# A change to an alert that exists.
+Transition = tuple[AlertState, tuple[HistoryEntry, ...]]
 
 
 def apply_finding(state: AlertState | None, finding: Finding, now: datetime,
@@ -131,7 +133,7 @@ def apply_finding(state: AlertState | None, finding: Finding, now: datetime,
     return _repeat(state, finding, now, policy)
 
 
-def acknowledge(state: AlertState, actor: str, now: datetime, note: str | None = None) -> Change:
+def acknowledge(state: AlertState, actor: str, now: datetime, note: str | None = None) -> Transition:
     """open -> acknowledged; stops escalation. Anything else is an AlertConflict."""
     if state.state is not AlertStatus.OPEN:
         raise AlertConflict(f"alert {state.id} is {state.state}, only an open alert is acknowledged")
@@ -140,7 +142,7 @@ def acknowledge(state: AlertState, actor: str, now: datetime, note: str | None =
     return new, (_entry(new, Action.ACKNOWLEDGED, actor, now, False, _note(note)),)
 
 
-def resolve(state: AlertState, actor: str, outcome: str, note: str | None, now: datetime) -> Change:
+def resolve(state: AlertState, actor: str, outcome: str, note: str | None, now: datetime) -> Transition:
     """open | acknowledged -> resolved with an outcome; a resolved alert is an AlertConflict."""
     if outcome not in USER_OUTCOMES:
         raise InvalidOutcome(f"outcome must be one of {sorted(USER_OUTCOMES)}")
@@ -153,7 +155,7 @@ def resolve(state: AlertState, actor: str, outcome: str, note: str | None, now: 
                         {"outcome": outcome, **_note(note)}),)
 
 
-def escalate(state: AlertState, now: datetime, policy: EscalationPolicy) -> Change:
+def escalate(state: AlertState, now: datetime, policy: EscalationPolicy) -> Transition:
     """Take every escalation step due by `now` (none before its time), scheduling the next."""
     entries: list[HistoryEntry] = []
     while state.escalatable and state.escalate_at is not None and now >= state.escalate_at:
@@ -175,7 +177,7 @@ def escalate(state: AlertState, now: datetime, policy: EscalationPolicy) -> Chan
     return state, tuple(entries)
 
 
-def release(state: AlertState, now: datetime, policy: EscalationPolicy) -> Change:
+def release(state: AlertState, now: datetime, policy: EscalationPolicy) -> Transition:
     """Lift the hold of an alert raised during a pause that has ended."""
     if not state.held or not state.active:
         return state, ()
@@ -194,7 +196,7 @@ def _clear(state: AlertState | None, finding: Finding, now: datetime) -> Change:
 
 
 def _open(finding: Finding, now: datetime, policy: EscalationPolicy, citizen_id: UUID,
-          care_team_id: UUID | None) -> Change:
+          care_team_id: UUID | None) -> Transition:
     alert = AlertState(
         citizen_id=citizen_id, care_team_id=care_team_id, rule=finding.rule,
         severity=finding.severity, state=AlertStatus.OPEN, count=1,
@@ -210,7 +212,7 @@ def _open(finding: Finding, now: datetime, policy: EscalationPolicy, citizen_id:
     return alert, (_entry(alert, Action.OPENED, SYSTEM, now, pushed, _about(finding)),)
 
 
-def _repeat(state: AlertState, finding: Finding, now: datetime, policy: EscalationPolicy) -> Change:
+def _repeat(state: AlertState, finding: Finding, now: datetime, policy: EscalationPolicy) -> Transition:
     worsened = finding.severity.rank > state.severity.rank
     new = replace(
         state, count=state.count + 1, updated_at=now,
