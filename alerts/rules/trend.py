@@ -28,7 +28,8 @@ def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Fi
             continue
         window = _window(history, reading, gain.within) or [reading]
         lowest = min(window, key=lambda r: (r.value, r.measured_at))
-        change = reading.value - lowest.value
+        # Rounded to grams: 81.3 - 79.3 must be 2.0, not a hair above it.
+        change = round(reading.value - lowest.value, 3)
         if change <= gain.kg:
             continue
         days = gain.within.total_seconds() / 86400
@@ -57,7 +58,7 @@ def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[F
             continue
         falling = rule.change < 0
         ref = (max if falling else min)(earlier, key=lambda r: (r.value, r.measured_at))
-        change = reading.value - ref.value
+        change = round(reading.value - ref.value, 3)
         if (change > rule.change) if falling else (change < rule.change):
             continue
         hours = rule.within.total_seconds() / 3600

@@ -1,0 +1,114 @@
+"""Missed measurements (window plus grace on the Copenhagen clock, one occurrence per metric,
+day and window, not counted in a pause) and not_measuring (misses while the device is online)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alerts.models import Severity
+from alerts.rules import evaluate_tick
+from tests.alerts.test_rules_common import context, device, reading
+
+# Hypertension: systolic_bp 06:00-11:00 and 18:00-23:00 local, 1 h grace. Winter: UTC+1.
+MORNING_DEADLINE = datetime(2026, 12, 2, 11, 0, tzinfo=UTC)  # 12:00 local = 11:00 + 1 h grace
+
+
+def _missed(findings: list, metric: str = "systolic_bp") -> list:
+    return [f for f in findings if f.rule == f"missed:{metric}"]
+
+
+def _plan_start(days: float) -> dict:
+    return {"hypertension": {"valid_from": (MORNING_DEADLINE - timedelta(days=days)).isoformat()}}
+
+
+def test_missed_only_after_window_plus_grace() -> None:
+    settings = _plan_start(0.5)  # plan started 23:00 local the day before
+    before = evaluate_tick(context(("hypertension",), settings=settings),
+                           MORNING_DEADLINE - timedelta(seconds=1))
+    assert _missed(before) == []
+    (found,) = _missed(evaluate_tick(context(("hypertension",), settings=settings), MORNING_DEADLINE))
+    assert found.severity is Severity.YELLOW and found.self_resolving and not found.clears
+    assert found.occurrence == "systolic_bp:2026-12-02:06:00-11:00"
+    assert found.measured_at == MORNING_DEADLINE and found.is_current
+
+
+def test_a_reading_in_the_window_or_grace_counts() -> None:
+    settings = _plan_start(0.5)
+    for at in (datetime(2026, 12, 2, 5, 0, tzinfo=UTC),            # 06:00 local, the start
+               MORNING_DEADLINE - timedelta(minutes=1)):            # in the grace
+        ctx = context(("hypertension",), readings=(reading("systolic_bp", 130, at),),
+                      settings=settings)
+        (found,) = _missed(evaluate_tick(ctx, MORNING_DEADLINE))
+        assert found.clears and found.occurrence.startswith("clear:")
+    early = datetime(2026, 12, 2, 4, 59, tzinfo=UTC)                # 05:59 local
+    ctx = context(("hypertension",), readings=(reading("systolic_bp", 130, early),), settings=settings)
+    assert not _missed(evaluate_tick(ctx, MORNING_DEADLINE))[0].clears
+
+
+def test_every_miss_since_the_last_measurement_once_each() -> None:
+    measured = datetime(2026, 11, 30, 19, 0, tzinfo=UTC)  # evening of 30 Nov
+    ctx = context(("hypertension",), readings=(reading("systolic_bp", 130, measured),),
+                  settings=_plan_start(3))
+    found = _missed(evaluate_tick(ctx, MORNING_DEADLINE))
+    assert [f.occurrence for f in found] == ["systolic_bp:2026-12-01:06:00-11:00",
+                                             "systolic_bp:2026-12-01:18:00-23:00",
+                                             "systolic_bp:2026-12-02:06:00-11:00"]
+    assert [f.is_current for f in found] == [False, False, True]
+
+
+def test_windows_in_a_pause_are_not_counted() -> None:
+    pause = ((datetime(2026, 12, 1, 0, 0, tzinfo=UTC), None),)
+    ctx = context(("hypertension",), pauses=pause, settings=_plan_start(3))
+    found = _missed(evaluate_tick(ctx, MORNING_DEADLINE))
+    assert [f.occurrence for f in found] == ["systolic_bp:2026-11-29:18:00-23:00",
+                                             "systolic_bp:2026-11-30:06:00-11:00",
+                                             "systolic_bp:2026-11-30:18:00-23:00"]
+
+
+def test_windows_before_the_plan_started_are_not_counted() -> None:
+    assert _missed(evaluate_tick(context(("hypertension",), settings=_plan_start(0.1)),
+                                 MORNING_DEADLINE)) == []
+
+
+def test_dst_window_follows_local_time() -> None:
+    # Summer: 06:00-11:00 local is 04:00-09:00 UTC; the deadline 12:00 local is 10:00 UTC.
+    summer = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+    settings = {"hypertension": {"valid_from": (summer - timedelta(hours=12)).isoformat()}}
+    assert _missed(evaluate_tick(context(("hypertension",), settings=settings),
+                                 summer - timedelta(seconds=1))) == []
+    assert len(_missed(evaluate_tick(context(("hypertension",), settings=settings), summer))) == 1
+
+
+def test_settings_override_windows_and_grace() -> None:
+    settings = {"hypertension": {**_plan_start(0.5)["hypertension"], "schedule": {
+        "systolic_bp": {"windows": [{"start": "06:00", "end": "08:00"}], "grace_minutes": 0}}}}
+    at = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)  # 08:00 local
+    (found,) = _missed(evaluate_tick(context(("hypertension",), settings=settings), at))
+    assert found.occurrence == "systolic_bp:2026-12-02:06:00-08:00"
+
+
+def test_not_measuring_needs_three_misses_while_the_device_is_online() -> None:
+    settings = _plan_start(3)
+    bp_online = device("bp", "bp_monitor", status_at=MORNING_DEADLINE - timedelta(hours=1))
+    found = [f for f in evaluate_tick(context(("hypertension",), devices=(bp_online,),
+                                              settings=settings), MORNING_DEADLINE)
+             if f.rule == "not_measuring"]
+    (finding,) = found
+    assert finding.self_resolving and not finding.clears
+    assert finding.explanation["windows"][-1] == "systolic_bp:2026-12-02:06:00-11:00"
+    assert len(finding.explanation["windows"]) == 3
+
+
+def test_not_measuring_is_not_raised_for_an_offline_device() -> None:
+    bp_off = device("bp", "bp_monitor", online=False, status_at=MORNING_DEADLINE - timedelta(days=3))
+    found = evaluate_tick(context(("hypertension",), devices=(bp_off,), settings=_plan_start(3)),
+                          MORNING_DEADLINE)
+    assert [f.clears for f in found if f.rule == "not_measuring"] == [True]
+    assert [f.rule for f in found if f.rule == "device_offline" and not f.clears] == ["device_offline"]
+
+
+def test_not_measuring_clears_after_a_measurement() -> None:
+    bp_online = device("bp", "bp_monitor", status_at=MORNING_DEADLINE)
+    ctx = context(("hypertension",), devices=(bp_online,), settings=_plan_start(3),
+                  readings=(reading("systolic_bp", 130, MORNING_DEADLINE - timedelta(hours=2)),))
+    assert [f.clears for f in evaluate_tick(ctx, MORNING_DEADLINE) if f.rule == "not_measuring"] == [True]
