@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from api import problems
 from api.deps import current_caller
-from api.routes import dead_letters, devices, health, readings
+from api.routes import alerts, care, dead_letters, devices, health, readings
 from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
                       dependencies=[Depends(current_caller)])
     problems.install(app)
     app.include_router(health.router)
-    for router in (readings.router, devices.router, dead_letters.router):
+    for router in (readings.router, devices.router, dead_letters.router, alerts.router,
+                   care.router):
         app.include_router(router, prefix="/v1")
     return app

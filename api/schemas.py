@@ -1,12 +1,14 @@
-"""What the API returns."""
+"""What the API returns, and the bodies it accepts."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from api.params import OptionalTime
 
 
 class _Public(BaseModel):
@@ -149,3 +151,273 @@ class Problem(_Public):
     detail: str
     errors: list[ProblemError] = Field(
         default_factory=list, description="with 422 for a malformed parameter: each one at fault")
+
+
+# --- Alerts and care (issue 6) ---------------------------------------------------------------
+
+AlertState = Literal["open", "acknowledged", "resolved"]
+SeverityName = Literal["yellow", "red"]
+# What a nurse may record when she resolves an alert; `condition_cleared` is the system's own.
+ResolveOutcome = Literal["contacted_citizen", "changed_treatment", "not_actionable",
+                         "device_problem", "other"]
+Outcome = Literal["contacted_citizen", "changed_treatment", "not_actionable", "device_problem",
+                  "other", "condition_cleared"]
+# Bands and free text as a client may send them: finite, bounded, so that nothing a client
+# sends can overflow a column or come back as a number JSON cannot hold.
+BandValue = Annotated[float, Field(ge=-100_000, le=100_000, allow_inf_nan=False)]
+Note = Annotated[str, Field(max_length=2000)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeamPublic(_Public):
+    id: UUID
+    name: str
+    created_at: datetime
+    citizens: int = Field(description="how many citizens belong to the team")
+
+
+class TeamCreate(_Request):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class CitizenTeamPublic(_Public):
+    citizen_id: UUID
+    care_team_id: UUID | None = Field(description="None: the citizen belongs to no team yet")
+
+
+class CitizenTeamAssign(_Request):
+    care_team_id: UUID
+
+
+class AlertPublic(_Public):
+    """An alert as the queue shows it. Times measured_at are the data's; opened_at and
+    updated_at are Telecare's clock."""
+
+    id: int
+    citizen_id: UUID
+    care_team_id: UUID | None
+    rule: str
+    severity: SeverityName
+    state: AlertState
+    count: int = Field(description="how many findings fed it (repeats raise it)")
+    first_measured_at: datetime
+    last_measured_at: datetime
+    opened_at: datetime
+    updated_at: datetime
+    is_current: bool = Field(description="false: it rests only on old data, is never escalated "
+                             "or pushed, and says so")
+    data_age_s: float | None
+    delay_cause: str | None
+    self_resolving: bool
+    held: bool = Field(description="raised during a pause: neither pushed nor escalated")
+    summary: str
+    threshold_id: int | None
+    threshold_version: int | None = Field(description="0: the plan's default bands")
+    escalation_step: int
+    escalate_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: Outcome | None
+    note: str | None
+
+
+class AlertPage(_Public):
+    care_team_id: UUID
+    total: int = Field(description="how many alerts match the filters, on every page")
+    limit: int
+    offset: int
+    alerts: list[AlertPublic]
+
+
+class ThresholdVersionPublic(_Public):
+    """One version of a citizen's bands for one metric."""
+
+    id: int
+    metric: str
+    version: int
+    alert_low: float | None
+    warning_low: float | None
+    warning_high: float | None
+    alert_high: float | None
+    valid_from: datetime
+    set_by: str
+    set_at: datetime
+    reason: str | None
+
+
+class ThresholdInForce(_Public):
+    """The bands in force for one metric: the citizen's own version, or the plan default."""
+
+    metric: str
+    version: int = Field(description="0: the default bands of the citizen's plans")
+    id: int | None = Field(description="the thresholds row; None for plan defaults")
+    source: Literal["citizen", "plan_default"]
+    alert_low: float | None
+    warning_low: float | None
+    warning_high: float | None
+    alert_high: float | None
+    valid_from: datetime | None
+
+
+class MetricThresholds(_Public):
+    """One metric's bands for a citizen: those in force now, and every stored version."""
+
+    metric: str
+    in_force: ThresholdInForce | None = Field(
+        description="None: neither the citizen nor their plans set bands for this metric")
+    versions: list[ThresholdVersionPublic]
+
+
+class ThresholdSet(_Request):
+    """New bands for one metric: alert_low < warning_low < warning_high < alert_high, each
+    optional (SpO2 has no upper bands). Starts a new version."""
+
+    alert_low: BandValue | None = None
+    warning_low: BandValue | None = None
+    warning_high: BandValue | None = None
+    alert_high: BandValue | None = None
+    valid_from: OptionalTime = Field(default=None, description="default: now")
+    reason: Note | None = None
+
+
+class FindingPublic(_Public):
+    occurrence: str = Field(description="what the finding is about: a reading, event or window")
+    severity: SeverityName
+    measured_at: datetime
+    evaluated_at: datetime
+    is_current: bool
+    data_age_s: float | None
+    delay_cause: str | None
+    detail: dict[str, Any]
+
+
+class ReadingSeriesPublic(_Public):
+    metric: str
+    unit: str
+    readings: list[ReadingPublic]
+
+
+class AlertExplained(_Public):
+    """One alert with what explains it: the rule's explanation (value, band, trend or NEWS2
+    parts), the threshold version that raised it, its findings, and the readings around it."""
+
+    alert: AlertPublic
+    explanation: dict[str, Any]
+    threshold: ThresholdVersionPublic | None = Field(
+        description="the citizen's version that raised it; None for plan defaults (version 0) "
+        "and for rules without bands")
+    findings: list[FindingPublic]
+    readings_start: datetime
+    readings_end: datetime
+    readings: list[ReadingSeriesPublic] = Field(
+        description="each metric the alert is about, a day either side of its findings")
+
+
+class AlertHistoryEntry(_Public):
+    id: int = Field(description="also the event id on the team's stream")
+    alert_id: int
+    at: datetime
+    action: Literal["opened", "repeated", "worsened", "acknowledged", "resolved",
+                    "self_resolved", "escalated", "released"]
+    actor: str
+    severity: SeverityName
+    state: AlertState
+    pushed: bool
+    detail: dict[str, Any]
+
+
+class AcknowledgeRequest(_Request):
+    note: Note | None = None
+
+
+class ResolveRequest(_Request):
+    outcome: ResolveOutcome
+    note: Note | None = None
+
+
+PlanName = Literal["copd", "heart_failure", "diabetes", "hypertension", "frail_alone"]
+
+
+class PlanPublic(_Public):
+    """A period during which the citizen follows a plan template."""
+
+    id: int
+    citizen_id: UUID
+    plan: PlanName
+    valid_from: datetime
+    valid_to: datetime | None = Field(description="exclusive; None: followed until ended")
+    settings: dict[str, Any] = Field(description="overrides of the template's schedule")
+    set_by: str
+    set_at: datetime
+
+
+class PlanStart(_Request):
+    valid_from: OptionalTime = Field(default=None, description="default: now")
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
+
+
+PauseReason = Literal["hospital_admission", "holiday", "other"]
+
+
+class PausePublic(_Public):
+    """A period during which the citizen's alerts are held and missed measurements not counted."""
+
+    id: int
+    citizen_id: UUID
+    start: datetime
+    end: datetime | None = Field(description="exclusive; None: until cancelled")
+    in_force_until: datetime | None = Field(
+        description="its end or, when cancelled earlier, its cancellation; None: open")
+    reason: PauseReason
+    note: str | None
+    created_by: str
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class PauseCreate(_Request):
+    start: OptionalTime = Field(default=None, description="default: now")
+    end: OptionalTime = Field(default=None, description="exclusive, after start; default: open")
+    reason: PauseReason
+    note: Note | None = None
+
+
+class RoleContact(_Request):
+    kind: Literal["role"]
+    target: Annotated[str, Field(min_length=1, max_length=200,
+                                 description="a role on the team, e.g. on_call_nurse")]
+
+
+class WebhookContact(_Request):
+    kind: Literal["webhook"]
+    target: Annotated[str, Field(pattern="^[0-9]{1,18}$", description="the webhook's id")]
+
+
+class StreamContact(_Request):
+    kind: Literal["stream"]
+    target: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+Contact = Annotated[RoleContact | WebhookContact | StreamContact, Field(discriminator="kind")]
+
+
+class EscalationStepBody(_Request):
+    after_s: Annotated[int, Field(gt=0, le=7 * 24 * 3600, description=(
+        "seconds from when the alert started needing attention; strictly increasing"))]
+    contact: Contact
+
+
+class EscalationPolicyBody(_Request):
+    steps: Annotated[list[EscalationStepBody], Field(min_length=1, max_length=10)]
+
+
+class EscalationPolicyPublic(_Public):
+    care_team_id: UUID
+    is_default: bool = Field(description="the team has no policy of its own: the default chain")
+    steps: list[EscalationStepBody]
+    updated_at: datetime | None

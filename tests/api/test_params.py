@@ -133,9 +133,12 @@ def test_the_document_states_the_constraints_and_every_answer(client: TestClient
     assert set(readings["responses"]) == set(device["responses"]) == {"200", "404", "422", "500",
                                                                   "503"}
     for path, item in document["paths"].items():
-        for status, answer in item["get"]["responses"].items():
-            expected = "application/json" if status < "400" else "application/problem+json"
-            assert list(answer["content"]) == [expected], (path, status)
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                expected = "application/json" if status < "400" else "application/problem+json"
+                if path.endswith("/stream") and status == "200":  # server-sent events
+                    expected = "text/event-stream"
+                assert list(answer["content"]) == [expected], (method, path, status)
     assert {"type", "title", "status", "detail"} <= set(
         document["components"]["schemas"]["Problem"]["required"])
 
