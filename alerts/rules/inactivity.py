@@ -5,7 +5,7 @@ is away) nor while the motion sensor is offline (device_offline says so instead)
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 
 from alerts.models import CitizenContext, EventView, Finding, Severity, is_current
 from alerts.plans import LOCAL, Inactivity, Monitoring
@@ -44,9 +44,11 @@ def _day(ctx: CitizenContext, plan: Inactivity, day: date, motions: list[EventVi
             last_before, now, {"day": day.isoformat(), "check": "morning",
                                "from": start.isoformat(), "by": by.isoformat()}))
     if plan.max_quiet is not None and today:
+        # The quiet of the day counts from `by` at the earliest (a night trip at 04:00 and a
+        # lie-in are the morning check's business).
         last = today[-1]
-        deadline = last.measured_at + plan.max_quiet
-        if deadline <= now and deadline <= end and not overlaps_pause(ctx, last.measured_at, deadline):
+        deadline = max(last.measured_at, by) + plan.max_quiet
+        if deadline <= now and deadline <= end and not overlaps_pause(ctx, by, deadline):
             hours = plan.max_quiet.total_seconds() / 3600
             findings.append(_finding(
                 f"{day.isoformat()}:quiet:{last.measured_at.isoformat()}", deadline,
@@ -58,18 +60,14 @@ def _day(ctx: CitizenContext, plan: Inactivity, day: date, motions: list[EventVi
 
 
 def evaluate(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[Finding]:
-    """Inactivity findings for today and yesterday (local)."""
+    """Inactivity findings for today (local)."""
     plan = monitoring.inactivity
     sensors = [d for d in ctx.devices if d.kind == "motion_sensor"]
     if plan is None or not sensors or ctx.paused_at(now):
         return []
-    if all(offline_since(d, now) is not None for d in sensors):
+    if all(offline_since(d, now, ctx) is not None for d in sensors):
         return []
     motions = sorted((e for e in ctx.events if e.kind == MOTION and e.measured_at <= now),
                      key=lambda e: (e.measured_at, e.seq))
-    today = local_date(now)
-    findings = []
-    for day in (today - timedelta(days=1), today):
-        upto = [e for e in motions if e.measured_at < _at(day + timedelta(days=1), time(0))]
-        findings += _day(ctx, plan, day, upto, now)
-    return findings
+    # Today only: both checks end by day_end, before midnight.
+    return _day(ctx, plan, local_date(now), motions, now)

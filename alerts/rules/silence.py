@@ -28,19 +28,25 @@ DEAD_LETTER_WINDOW = timedelta(hours=24)  # what DeviceState.recent_dead_letters
 NOT_MEASURING_AFTER = 3  # consecutive missed windows while the device is online
 
 
-def last_contact(device: DeviceState) -> datetime | None:
+def last_contact(device: DeviceState, ctx: CitizenContext | None = None) -> datetime | None:
+    """When Telecare last heard from the device: its status, last-seen mark, or the arrival of
+    a reading or event of it in the context (whichever is newest)."""
     times = [t for t in (device.status_received_at, device.last_seen_at) if t is not None]
+    if ctx is not None:
+        times += [i.received_at for i in (*ctx.readings, *ctx.events)
+                  if i.device_id == device.device_id]
     return max(times) if times else None
 
 
-def offline_since(device: DeviceState, now: datetime,
+def offline_since(device: DeviceState, now: datetime, ctx: CitizenContext | None = None,
                   heartbeat: timedelta = HEARTBEAT) -> tuple[datetime, datetime] | None:
     """(last contact, when it became offline) of an offline device; None when online or never
     heard of (a device that never spoke has no time to reason from)."""
-    contact = last_contact(device)
+    contact = last_contact(device, ctx)
     if contact is None:
         return None
     if device.online is False:
+        # Ingest marks a device online again when a reading arrives after its last will.
         return contact, device.status_received_at or contact
     if now - contact > heartbeat:
         return contact, contact + heartbeat
@@ -60,7 +66,7 @@ def device_offline(ctx: CitizenContext, now: datetime) -> list[Finding]:
     """A finding per offline device, or a clear when every device is online."""
     findings = []
     for device in sorted(ctx.devices, key=lambda d: d.device_id):
-        offline = offline_since(device, now)
+        offline = offline_since(device, now, ctx)
         if offline is None:
             continue
         contact, since = offline
@@ -128,9 +134,10 @@ def measures(device: DeviceState, metric: str) -> bool:
     return any(metric in COMPONENTS[m].values() for m in DEVICE_MEASUREMENTS.get(kind, ()))
 
 
-def _online_through(device: DeviceState, since: datetime, now: datetime) -> bool:
-    contact = last_contact(device)
-    return offline_since(device, now) is None and contact is not None and contact >= since
+def _online_through(device: DeviceState, since: datetime, now: datetime,
+                    ctx: CitizenContext) -> bool:
+    contact = last_contact(device, ctx)
+    return offline_since(device, now, ctx) is None and contact is not None and contact >= since
 
 
 def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[Finding]:
@@ -146,7 +153,7 @@ def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime) ->
         if len(streak) < NOT_MEASURING_AFTER or not all(s.missed for s in streak):
             continue
         online = [d for d in ctx.devices if measures(d, metric)
-                  and _online_through(d, streak[0].start, now)]
+                  and _online_through(d, streak[0].start, now, ctx)]
         if not online:
             continue
         findings.append(Finding(
