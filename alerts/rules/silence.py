@@ -33,8 +33,8 @@ def last_contact(device: DeviceState, ctx: CitizenContext | None = None) -> date
     a reading or event of it in the context (whichever is newest)."""
     times = [t for t in (device.status_received_at, device.last_seen_at) if t is not None]
     if ctx is not None:
-        times += [i.received_at for i in (*ctx.readings, *ctx.events)
-                  if i.device_id == device.device_id]
+        times += [r.received_at for r in ctx.readings if r.device_id == device.device_id]
+        times += [e.received_at for e in ctx.events if e.device_id == device.device_id]
     return max(times) if times else None
 
 
