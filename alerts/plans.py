@@ -124,6 +124,9 @@ FRAIL = ("Telecare default (no clinical guideline): no motion by 10:00 local or 
          "motion in the day, the fixed window that issue 6 asks for; the learned version belongs "
          "to the anomaly issue")
 
+SILENCE = ("Telecare default (no clinical guideline): 3 consecutive missed windows while the "
+           "device is online")
+
 _PULSE = Bands(alert_low=40, warning_low=50, warning_high=110, alert_high=130)  # NEWS2 pulse bands
 _TEMPERATURE = Bands(alert_low=35.0, warning_low=36.0, warning_high=38.0, alert_high=39.0)  # NEWS2
 _SYSTOLIC = Bands(alert_low=90, warning_low=100, warning_high=159, alert_high=179)  # ESC/ESH, NEWS2
@@ -143,7 +146,8 @@ PLANS: Mapping[str, PlanTemplate] = {p.name: p for p in (
         rates=(RateRule("spo2", -3.0, timedelta(hours=24), Severity.YELLOW, BTS_O2),),
         sources={"spo2": BTS_O2 + "; " + RCP_NEWS2, "pulse_rate": RCP_NEWS2,
                  "body_temperature": RCP_NEWS2, NEWS2: RCP_NEWS2 + " (SpO2 scale 2)",
-                 "rate:spo2": BTS_O2, MISSED: "Telecare default: twice daily, 1 h grace"}),
+                 "rate:spo2": BTS_O2, MISSED: "Telecare default: twice daily, 1 h grace",
+                 NOT_MEASURING: SILENCE}),
     PlanTemplate(
         name="heart_failure", title="Heart failure",
         measurements=(Scheduled("body_weight", (_w("06:00", "11:00"),)),
@@ -153,7 +157,8 @@ PLANS: Mapping[str, PlanTemplate] = {p.name: p for p in (
         news2_scale=1, weight_gain=WeightGain(),
         sources={WEIGHT_GAIN: ESC_HF, "systolic_bp": ESC_ESH_BP, "diastolic_bp": ESC_ESH_BP,
                  "pulse_rate": RCP_NEWS2, NEWS2: RCP_NEWS2 + " (SpO2 scale 1)",
-                 MISSED: "ESC HF self-care: weigh daily in the morning; 1 h grace"}),
+                 MISSED: "ESC HF self-care: weigh daily in the morning; 1 h grace",
+                 NOT_MEASURING: SILENCE}),
     PlanTemplate(
         name="diabetes", title="Diabetes",
         measurements=(Scheduled("blood_glucose", (_w("06:00", "09:30"), _w("11:00", "14:30"),
@@ -161,14 +166,16 @@ PLANS: Mapping[str, PlanTemplate] = {p.name: p for p in (
         thresholds={"blood_glucose": _GLUCOSE},
         rules=frozenset({MISSED, NOT_MEASURING}),
         sources={"blood_glucose": ADA_HYPO + "; " + ADA_HYPER,
-                 MISSED: "Telecare default: before the three main meals, 1 h grace"}),
+                 MISSED: "Telecare default: before the three main meals, 1 h grace",
+                 NOT_MEASURING: SILENCE}),
     PlanTemplate(
         name="hypertension", title="Hypertension",
         measurements=(Scheduled("systolic_bp", (_w("06:00", "11:00"), _w("18:00", "23:00"))),),
         thresholds={"systolic_bp": _SYSTOLIC, "diastolic_bp": _DIASTOLIC},
         rules=frozenset({MISSED, NOT_MEASURING}),
         sources={"systolic_bp": ESC_ESH_BP, "diastolic_bp": ESC_ESH_BP,
-                 MISSED: "ESC/ESH 2018 home BP monitoring: morning and evening"}),
+                 MISSED: "ESC/ESH 2018 home BP monitoring: morning and evening",
+                 NOT_MEASURING: SILENCE}),
     PlanTemplate(
         name="frail_alone", title="Frail, living alone",
         measurements=(), thresholds={}, rules=frozenset({INACTIVITY}),
