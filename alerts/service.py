@@ -23,7 +23,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 
-from alerts import lifecycle, repository
+from alerts import lifecycle, plans, repository
 from alerts.errors import (
     AlertNotFound,
     InvalidPause,
@@ -335,10 +335,10 @@ def threshold_history(conn: Conn, citizen_id: UUID, metric: str | None = None) -
 def set_plan(conn: Conn, citizen_id: UUID, plan: str, valid_from: datetime, set_by: str,
              now: datetime, *, valid_to: datetime | None = None,
              settings: Mapping[str, Any] | None = None) -> PlanAssignment:
-    """The citizen follows `plan` from `valid_from` (until `valid_to`, None: open). InvalidPlan,
-    PlanConflict (already following it then), CitizenNotFound."""
-    if not plan or not plan.replace("_", "").isalnum() or len(plan) > 64:
-        raise InvalidPlan(f"invalid plan name {plan!r}")
+    """The citizen follows `plan` (a template of alerts/plans.py, with checked `settings`) from
+    `valid_from` (until `valid_to`, None: open). InvalidPlan, PlanConflict (already following it
+    then), CitizenNotFound."""
+    plans.validate_settings(plan, settings or {})
     if valid_to is not None and valid_to <= valid_from:
         raise InvalidPlan("a plan ends after it starts")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -31,11 +31,12 @@ POLICY = DEFAULT_POLICY
 FIRST = timedelta(seconds=POLICY.steps[0].after_s)
 
 
-def apply(state: AlertState | None, found: Finding, at=NOW, policy: EscalationPolicy = POLICY):
+def apply(state: AlertState | None, found: Finding, at: datetime = NOW,
+          policy: EscalationPolicy = POLICY) -> lifecycle.Change:
     return lifecycle.apply_finding(state, found, at, policy, citizen_id=CITIZEN, care_team_id=TEAM)
 
 
-def opened(found: Finding | None = None, at=NOW) -> AlertState:
+def opened(found: Finding | None = None, at: datetime = NOW) -> AlertState:
     state, _ = apply(None, found or finding(), at)
     assert state is not None
     return replace(state, id=1)
@@ -214,7 +215,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.alerts: list[AlertState] = []  # every alert ever, resolved ones included
         self.counts: dict[int, int] = {}
         # When each alert's escalation clock started (the model of when steps are due).
-        self.attention: dict[int, object] = {}
+        self.attention: dict[int, datetime] = {}
         self.next_id = 1
 
     def latest(self, rule_name: str) -> AlertState | None:
@@ -331,7 +332,7 @@ class Lifecycle(RuleBasedStateMachine):
             for step_index, entry in zip(range(before.escalation_step, after.escalation_step),
                                          entries, strict=True):
                 step = self.policy.steps[step_index]
-                configured = started + timedelta(seconds=step.after_s)  # type: ignore[operator]
+                configured = started + timedelta(seconds=step.after_s)
                 assert entry.detail["due_at"] == configured.isoformat()
                 assert configured <= self.now, "escalated before the configured time"
                 assert entry.action is Action.ESCALATED and entry.pushed

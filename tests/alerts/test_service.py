@@ -4,6 +4,8 @@ change, and versioned, validated thresholds; plans, pauses and care teams."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,13 +20,14 @@ from alerts.errors import (
     AlertConflict,
     AlertNotFound,
     InvalidPause,
+    InvalidPlan,
     InvalidPolicy,
     InvalidThresholds,
     PlanConflict,
     PlanNotFound,
     TeamNotFound,
 )
-from alerts.escalation import Contact, EscalationPolicy, EscalationStep
+from alerts.escalation import DEFAULT_POLICY, Contact, EscalationPolicy, EscalationStep
 from alerts.lifecycle import AlertStatus
 from alerts.models import Bands, Severity
 from devices.errors import CitizenNotFound
@@ -176,6 +179,24 @@ def test_a_callers_rollback_undoes_everything(conn: Conn, team_citizen: TeamCiti
     assert count(conn, "SELECT count(*) FROM alerts WHERE citizen_id = %s", team_citizen.citizen_id) == 0
 
 
+def test_two_writers_of_one_new_finding_make_one_alert(conn: Conn, database: str,
+                                                       team_citizen: TeamCitizen) -> None:
+    found, c, t = finding(), team_citizen.citizen_id, team_citizen.team_id
+    results: list[list[int]] = []
+    with psycopg.connect(database) as first, psycopg.connect(database) as second:
+        assert len(service.record_findings(first, c, t, [found], NOW)) == 1  # not committed yet
+        other = threading.Thread(target=lambda: results.append(
+            service.record_findings(second, c, t, [found], NOW)))
+        other.start()
+        time.sleep(0.3)
+        assert other.is_alive(), "the second writer did not wait for the first"
+        first.commit()
+        other.join(10)
+        second.commit()
+    assert results == [[]]
+    assert service.alert(conn, only_alert(conn, c)).count == 1
+
+
 # --- transitions -----------------------------------------------------------------------------
 
 def test_acknowledge_then_resolve_and_the_conflicts(conn: Conn, team_citizen: TeamCitizen) -> None:
@@ -240,7 +261,7 @@ def test_a_policy_naming_another_teams_webhook_is_refused(conn: Conn, team_id: u
     with pytest.raises(TeamNotFound):
         service.set_policy(conn, uuid.uuid4(), [{"after_s": 60, "contact": {
             "kind": "role", "target": "x"}}], NOW)
-    assert service.policy_for(conn, team_id) == service.DEFAULT_POLICY
+    assert service.policy_for(conn, team_id) == DEFAULT_POLICY
 
 
 def test_held_alerts_are_released_when_the_pause_ends(conn: Conn, team_citizen: TeamCitizen) -> None:
@@ -338,6 +359,8 @@ def test_plans_in_force_overlaps_and_ending(conn: Conn, team_citizen: TeamCitize
         service.end_plan(conn, c, "copd", NOW + timedelta(days=7))
     with pytest.raises(CitizenNotFound):
         service.set_plan(conn, uuid.uuid4(), "copd", NOW, "nurse-1", NOW)
+    with pytest.raises(InvalidPlan):
+        service.set_plan(conn, c, "astrology", NOW, "nurse-1", NOW)
 
 
 def test_pauses_for_a_period(conn: Conn, team_citizen: TeamCitizen) -> None:
