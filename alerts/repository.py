@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -313,11 +313,15 @@ class Webhook:
     secret: str = field(repr=False, default="")
 
 
-def _default(value: object) -> str:
-    if isinstance(value, datetime):
+def _default(value: object) -> Any:
+    if isinstance(value, date | time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, UUID):
         return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -64,15 +64,15 @@ def test_a_finding_opens_an_alert_with_its_history_finding_and_webhook_deliverie
     active = service.add_webhook(conn, team_citizen.team_id, "http://127.0.0.1:9/a", "s", NOW)
     inactive = service.add_webhook(conn, team_citizen.team_id, "http://127.0.0.1:9/b", "s", NOW)
     service.set_webhook_active(conn, inactive.id, False)
-    found = finding(severity=Severity.RED, explanation={"value": 190.0, "at": NOW},
-                    threshold_version=0)
+    found = finding(severity=Severity.RED, threshold_version=0,
+                    explanation={"value": 190.0, "at": NOW, "window": timedelta(hours=1)})
     written = service.record_findings(conn, team_citizen.citizen_id, team_citizen.team_id,
                                       [found], NOW)
     alert_id = only_alert(conn, team_citizen.citizen_id)
     state = service.alert(conn, alert_id)
     assert state.state is AlertStatus.OPEN and state.severity is Severity.RED and state.count == 1
     assert state.care_team_id == team_citizen.team_id and state.escalate_at == NOW + minutes(5)
-    assert state.explanation == {"value": 190.0, "at": NOW.isoformat()}
+    assert state.explanation == {"value": 190.0, "at": NOW.isoformat(), "window": 3600.0}
     (row,) = service.history(conn, alert_id)
     assert written == [row.id] and row.action == "opened" and row.pushed
     assert row.care_team_id == team_citizen.team_id
