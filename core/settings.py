@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     # Dead letters keep whole payloads (up to max_payload_bytes): kept this long, then purged.
     dead_letter_retention_days: int = Field(default=30, ge=1)
 
+    # `telecare alerts`: how often the time-driven rules, escalation and the release of held
+    # alerts run; how many queued items one evaluation transaction takes; how often a standby
+    # tries to take the lead.
+    alerts_tick_s: float = Field(default=10.0, gt=0)
+    alerts_batch_max: int = Field(default=500, ge=1)
+    alerts_standby_retry_s: float = Field(default=1.0, gt=0)
+    # Replay steps its clock through the measured times, and ticks (missed measurements,
+    # silence) at most this often on that clock.
+    alerts_replay_tick_s: float = Field(default=900.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

@@ -1,4 +1,4 @@
-"""`telecare migrate | ingest | api | simulate | demo | schema`."""
+"""`telecare migrate | ingest | alerts | api | simulate | demo | schema`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 from core.logging import configure_logging
 from core.migrations import migrate
@@ -45,6 +47,32 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     start_maintenance(settings, stop)
     IngestWorker(settings).run(stop)
+    return 0
+
+
+def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
+    from alerts.engine import AlertEngine
+    from core.clock import system_clock
+
+    stop = _stop_on_signals()
+    engine = AlertEngine(settings.database_dsn(), system_clock, settings.alerts_tick_s,
+                         batch_max=settings.alerts_batch_max,
+                         standby_retry_s=settings.alerts_standby_retry_s,
+                         stop_timeout_s=settings.stop_timeout_s)
+    engine.run(stop)
+    return 0
+
+
+def cmd_alerts_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from alerts.replay import ReplayRequest, parse_proposed, replay
+    from core.clock import system_clock
+
+    request = ReplayRequest(start=args.start, end=args.end, citizen_ids=tuple(args.citizen or ()),
+                            proposed=parse_proposed(args.thresholds) if args.thresholds else None,
+                            tick_s=args.tick_s or settings.alerts_replay_tick_s,
+                            requested_by=args.requested_by)
+    result = replay(settings.database_dsn(), request, system_clock)
+    print(json.dumps(result.summary(), indent=2, default=str))
     return 0
 
 
@@ -109,6 +137,14 @@ def cmd_schema(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _aware_time(text: str) -> datetime:
+    """An RFC 3339 time with its offset (a naive time would be read in the server's zone)."""
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset")
+    return at
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -120,6 +156,26 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("maintain", help="run the maintenance jobs once (compression, partitions, "
                    "dead-letter retention)").set_defaults(run=cmd_maintain)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
+
+    alerts = sub.add_parser("alerts", help="run the alert engine (start two: one leads); "
+                            "'alerts replay' runs the rules over a stored period")
+    alerts.set_defaults(run=cmd_alerts)
+    alerts_sub = alerts.add_subparsers(dest="alerts_command")
+    replay = alerts_sub.add_parser("replay", help="the rules over a stored period as if live, "
+                                   "into a result set of its own that notifies nobody")
+    replay.add_argument("--from", dest="start", required=True, type=_aware_time,
+                        help="start of the period (RFC 3339, with offset)")
+    replay.add_argument("--to", dest="end", required=True, type=_aware_time,
+                        help="end of the period (RFC 3339, with offset)")
+    replay.add_argument("--citizen", action="append", type=UUID,
+                        help="only this citizen (repeatable; default every citizen)")
+    replay.add_argument("--thresholds", default=None,
+                        help='proposed bands instead of those in force, JSON '
+                        '{"metric": {"alert_low": .., "warning_low": .., ...}}')
+    replay.add_argument("--tick-s", type=float, default=None,
+                        help="time-driven rules every this many measured-time seconds")
+    replay.add_argument("--requested-by", default="cli")
+    replay.set_defaults(run=cmd_alerts_replay)
 
     fleet_args = argparse.ArgumentParser(add_help=False)
     fleet_args.add_argument("--citizens", type=int, default=20)

@@ -1,0 +1,223 @@
+"""Builds the CitizenContext the rules look at, for a whole batch of citizens at once: one query
+per kind (readings, events, devices, plans, thresholds, pauses) per batch, never per reading.
+
+The live engine and replay share `build_context`: the engine loads a citizen's history around
+its clock's now, replay loads a whole period once and builds each step's context from it in
+memory. Either way a context holds what was measured up to its evaluation time (or up to the
+latest new item), the plans and thresholds in force then, and the pauses around it."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from alerts import context_repository as repo
+from alerts.models import Bands, CitizenContext, DeviceState, EventView, ReadingView, Threshold
+from alerts.plans import default_thresholds
+from alerts.rules import DEAD_LETTER_WINDOW, LOOKBACK
+
+Conn = repo.Conn
+
+# The version a proposed (not yet saved) threshold carries in a what-if replay.
+PROPOSED_VERSION = -1
+
+
+@dataclass
+class NewItems:
+    """What triggered one citizen's evaluation: readings and events taken from the queue."""
+
+    readings: list[ReadingView] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+
+    def _times(self) -> list[datetime]:
+        return [r.measured_at for r in self.readings] + [e.measured_at for e in self.events]
+
+    def earliest(self) -> datetime | None:
+        return min(self._times(), default=None)
+
+    def latest(self) -> datetime | None:
+        return max(self._times(), default=None)
+
+
+@dataclass(frozen=True)
+class PlanPeriod:
+    plan: str
+    start: datetime
+    end: datetime | None
+    settings: dict[str, Any]
+
+    def covers(self, at: datetime) -> bool:
+        return self.start <= at and (self.end is None or at < self.end)
+
+
+@dataclass
+class CitizenHistory:
+    """What is stored about one citizen over some span, from which contexts are cut: readings
+    and events oldest first, plan periods, every threshold version, pauses, devices."""
+
+    readings: list[ReadingView] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+    plans: list[PlanPeriod] = field(default_factory=list)
+    thresholds: list[Threshold] = field(default_factory=list)
+    pauses: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+    devices: list[DeviceState] = field(default_factory=list)
+    _reading_times: list[datetime] = field(default_factory=list, repr=False)
+    _event_times: list[datetime] = field(default_factory=list, repr=False)
+
+    def index(self) -> CitizenHistory:
+        """Sort and index for cutting windows (call once, after filling)."""
+        self.readings.sort(key=lambda r: (r.measured_at, r.seq, r.metric))
+        self.events.sort(key=lambda e: (e.measured_at, e.seq))
+        self._reading_times = [r.measured_at for r in self.readings]
+        self._event_times = [e.measured_at for e in self.events]
+        return self
+
+    def readings_within(self, since: datetime, until: datetime) -> tuple[ReadingView, ...]:
+        lo = bisect_left(self._reading_times, since)
+        return tuple(self.readings[lo:bisect_right(self._reading_times, until)])
+
+    def events_within(self, since: datetime, until: datetime) -> tuple[EventView, ...]:
+        lo = bisect_left(self._event_times, since)
+        return tuple(self.events[lo:bisect_right(self._event_times, until)])
+
+    def plans_at(self, at: datetime) -> dict[str, dict[str, Any]]:
+        return {p.plan: p.settings for p in sorted(self.plans, key=lambda p: p.plan)
+                if p.covers(at)}
+
+    def thresholds_at(self, at: datetime) -> dict[str, Threshold]:
+        """The newest version valid at `at`, per metric."""
+        in_force: dict[str, Threshold] = {}
+        for threshold in self.thresholds:
+            if threshold.valid_from is None or threshold.valid_from > at:
+                continue
+            held = in_force.get(threshold.metric)
+            if held is None or _newer(threshold, held):
+                in_force[threshold.metric] = threshold
+        return in_force
+
+
+def _newer(candidate: Threshold, held: Threshold) -> bool:
+    assert candidate.valid_from is not None and held.valid_from is not None
+    return (candidate.valid_from, candidate.version) > (held.valid_from, held.version)
+
+
+def reading_view(row: Mapping[str, Any], metric_key: str = "metric") -> ReadingView:
+    """A readings (or queue) row as the rules see it."""
+    return ReadingView(device_id=row["device_id"], metric=row[metric_key],
+                       measured_at=row["measured_at"], seq=row["seq"], value=row["value"],
+                       received_at=row["received_at"], late=row["late"],
+                       delay_cause=row["delay_cause"], quality=row["quality"] or "valid",
+                       clock_suspect=row["clock_suspect"])
+
+
+def event_view(row: Mapping[str, Any], kind_key: str = "kind") -> EventView:
+    """A device_events (or queue) row as the rules see it."""
+    return EventView(device_id=row["device_id"], kind=row[kind_key],
+                     measured_at=row["measured_at"], seq=row["seq"],
+                     received_at=row["received_at"], data=dict(row["data"] or {}),
+                     late=row["late"], delay_cause=row["delay_cause"],
+                     clock_suspect=row["clock_suspect"])
+
+
+def group_queue_rows(rows: Iterable[Mapping[str, Any]]) -> dict[UUID, NewItems]:
+    """Queue rows (evaluation_queue) by citizen, in queue order."""
+    grouped: dict[UUID, NewItems] = defaultdict(NewItems)
+    for row in rows:
+        items = grouped[row["citizen_id"]]
+        if row["source"] == "reading":
+            items.readings.append(reading_view(row, "name"))
+        else:
+            items.events.append(event_view(row, "name"))
+    return dict(grouped)
+
+
+def threshold_from_row(row: Mapping[str, Any]) -> Threshold:
+    bands = Bands(alert_low=row["alert_low"], warning_low=row["warning_low"],
+                  warning_high=row["warning_high"], alert_high=row["alert_high"])
+    return Threshold(metric=row["metric"], bands=bands, version=row["version"], id=row["id"],
+                     valid_from=row["valid_from"])
+
+
+def proposed_thresholds(proposed: Mapping[str, Bands]) -> dict[str, Threshold]:
+    """What-if bands, as thresholds of the proposed version (no row yet)."""
+    return {metric: Threshold(metric=metric, bands=bands, version=PROPOSED_VERSION)
+            for metric, bands in proposed.items()}
+
+
+def window(now: datetime, new: NewItems | None, lookback: timedelta = LOOKBACK
+           ) -> tuple[datetime, datetime]:
+    """[since, until] of a context: `lookback` before now (or before the earliest new item,
+    one that arrived late), up to now (or the latest new item)."""
+    earliest = new.earliest() if new else None
+    latest = new.latest() if new else None
+    since = min(now, earliest) if earliest else now
+    return since - lookback, max(now, latest) if latest else now
+
+
+def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
+                  new: NewItems | None = None, *,
+                  proposed: Mapping[str, Threshold] | None = None,
+                  lookback: timedelta = LOOKBACK) -> CitizenContext:
+    """The context of `citizen` at `now` cut from `history` (pure)."""
+    since, until = window(now, new, lookback)
+    plans = history.plans_at(now)
+    names = tuple(plans)
+    thresholds = {**default_thresholds(names), **history.thresholds_at(now), **(proposed or {})}
+    pauses = tuple((start, end) for start, end in history.pauses
+                   if start <= until and (end is None or end >= since))
+    items = new or NewItems()
+    return CitizenContext(
+        citizen_id=citizen, plans=names, thresholds=thresholds,
+        readings=history.readings_within(since, until), events=history.events_within(since, until),
+        new_readings=tuple(items.readings), new_events=tuple(items.events),
+        devices=tuple(history.devices), pauses=pauses, plan_settings=plans)
+
+
+def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]],
+                   at: datetime | None, *, with_devices: bool = True
+                   ) -> dict[UUID, CitizenHistory]:
+    """Each citizen's readings and events within their window, plans and thresholds (in force
+    at `at`; every version when `at` is None), pauses overlapping the windows, and (with
+    `with_devices`) devices paired at `at` with status and recent dead letters. Six queries."""
+    citizens = list(windows)
+    histories = {citizen: CitizenHistory() for citizen in citizens}
+    if not citizens:
+        return histories
+    for row in repo.readings_in_windows(conn, dict(windows)):
+        histories[row["citizen_id"]].readings.append(reading_view(row))
+    for row in repo.events_in_windows(conn, dict(windows)):
+        histories[row["citizen_id"]].events.append(event_view(row))
+    for row in repo.plans(conn, citizens, at):
+        histories[row["citizen_id"]].plans.append(
+            PlanPeriod(row["plan"], row["start"], row["end"], dict(row["settings"] or {})))
+    for row in repo.thresholds(conn, citizens, at):
+        histories[row["citizen_id"]].thresholds.append(threshold_from_row(row))
+    since = min(s for s, _ in windows.values())
+    until = max(u for _, u in windows.values())
+    for row in repo.pauses_overlapping(conn, citizens, since, until):
+        histories[row["citizen_id"]].pauses.append((row["start"], row["end"]))
+    if with_devices and at is not None:
+        for row in repo.devices_at(conn, citizens, at, at - DEAD_LETTER_WINDOW):
+            histories[row["citizen_id"]].devices.append(DeviceState(
+                device_id=row["device_id"], kind=row["kind"], online=row["online"],
+                status_received_at=row["status_received_at"],
+                last_seen_at=row["last_seen_at"], battery_pct=row["battery_pct"],
+                recent_dead_letters=int(row["dead_letters"])))
+    return {citizen: history.index() for citizen, history in histories.items()}
+
+
+def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
+                  new: Mapping[UUID, NewItems] | None = None,
+                  lookback: timedelta = LOOKBACK) -> dict[UUID, CitizenContext]:
+    """The live context of each citizen at `now`, with the new items that triggered it."""
+    new = new or {}
+    windows = {citizen: window(now, new.get(citizen), lookback) for citizen in citizens}
+    histories = load_histories(conn, windows, now)
+    return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),
+                                   lookback=lookback)
+            for citizen in citizens}

@@ -1,0 +1,160 @@
+"""SQL that loads what the rules look at, for many citizens at once: one query per kind per
+batch, never one per reading. Functions take a connection and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+Conn = psycopg.Connection[Any]
+
+# The engine takes the oldest queued items that no other transaction holds; deleting them in
+# the transaction that records their findings is what makes evaluation exactly once.
+TAKE_QUEUE_BATCH = """
+DELETE FROM evaluation_queue
+ WHERE id IN (SELECT id FROM evaluation_queue ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
+          received_at, late, delay_cause, clock_suspect"""
+QUEUE_LENGTH = "SELECT count(*) AS n FROM evaluation_queue"
+TRY_LEAD = "SELECT pg_try_advisory_lock(%s) AS leading"
+LISTEN_EVALUATION = "LISTEN telecare_evaluation"
+
+# Each citizen's own window [since, until]: a late reading measured two days ago needs the
+# history before it, not the last three days before now.
+READINGS_IN_WINDOWS = """
+SELECT r.citizen_id, r.device_id, r.metric, r.measured_at, r.seq, r.value, r.received_at,
+       r.late, r.delay_cause, r.quality, r.clock_suspect
+  FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS w(citizen_id, since, until)
+  JOIN readings r ON r.citizen_id = w.citizen_id
+                 AND r.measured_at >= w.since AND r.measured_at <= w.until
+ ORDER BY r.citizen_id, r.measured_at, r.seq, r.metric"""
+EVENTS_IN_WINDOWS = """
+SELECT e.citizen_id, e.device_id, e.kind, e.measured_at, e.seq, e.received_at, e.data,
+       e.late, e.delay_cause, e.clock_suspect
+  FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS w(citizen_id, since, until)
+  JOIN device_events e ON e.citizen_id = w.citizen_id
+                      AND e.measured_at >= w.since AND e.measured_at <= w.until
+ ORDER BY e.citizen_id, e.measured_at, e.seq"""
+# Devices the citizen had at `at`, their status, and dead letters since `dead_since`.
+DEVICES_AT = """
+SELECT p.citizen_id, d.id AS device_id, d.kind, s.online, s.status_received_at,
+       s.last_seen_at, s.battery_pct,
+       (SELECT count(*) FROM dead_letters l
+         WHERE l.device_id = d.id AND l.last_received_at >= %(dead_since)s) AS dead_letters
+  FROM device_pairings p
+  JOIN devices d ON d.id = p.device_id
+  LEFT JOIN device_status s ON s.device_id = d.id
+ WHERE p.citizen_id = ANY(%(citizens)s) AND p.valid @> %(at)s
+ ORDER BY p.citizen_id, d.id"""
+# Plan periods in force at `at` (every period when `at` is NULL: replay picks by time).
+PLANS = """
+SELECT citizen_id, plan, settings, lower(valid) AS start, upper(valid) AS end
+  FROM citizen_plans
+ WHERE citizen_id = ANY(%(citizens)s) AND (%(at)s::timestamptz IS NULL OR valid @> %(at)s)
+ ORDER BY citizen_id, plan, lower(valid)"""
+# The newest version valid at `at` per citizen and metric.
+THRESHOLDS_AT = """
+SELECT DISTINCT ON (citizen_id, metric)
+       citizen_id, id, metric, version, alert_low, warning_low, warning_high, alert_high,
+       valid_from
+  FROM thresholds
+ WHERE citizen_id = ANY(%(citizens)s) AND valid_from <= %(at)s
+ ORDER BY citizen_id, metric, valid_from DESC, version DESC"""
+# Every version (replay picks the one in force at each step).
+THRESHOLD_VERSIONS = """
+SELECT citizen_id, id, metric, version, alert_low, warning_low, warning_high, alert_high,
+       valid_from
+  FROM thresholds
+ WHERE citizen_id = ANY(%(citizens)s)
+ ORDER BY citizen_id, metric, valid_from, version"""
+# A pause is in force from its start until its end or its cancellation, whichever is first
+# (least() skips a NULL), as the lifecycle's release reads it.
+PAUSES_OVERLAPPING = """
+SELECT citizen_id, lower(during) AS start, least(upper(during), cancelled_at) AS end
+  FROM alert_pauses
+ WHERE citizen_id = ANY(%(citizens)s)
+   AND (cancelled_at IS NULL OR cancelled_at > lower(during))
+   AND lower(during) <= %(until)s
+   AND (least(upper(during), cancelled_at) IS NULL OR least(upper(during), cancelled_at) > %(since)s)
+ ORDER BY citizen_id, lower(during)"""
+CARE_TEAMS = "SELECT id, care_team_id FROM citizens WHERE id = ANY(%s)"
+# Who the clock tick looks at: every citizen following a plan now.
+CITIZENS_WITH_PLANS = """
+SELECT DISTINCT citizen_id FROM citizen_plans WHERE valid @> %(at)s ORDER BY citizen_id"""
+
+
+def _rows(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def take_queue_batch(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    """Delete and return up to `limit` of the oldest queued items (in queue order)."""
+    return sorted(_rows(conn, TAKE_QUEUE_BATCH, (limit,)), key=lambda row: row["id"])
+
+
+def queue_length(conn: Conn) -> int:
+    return int(_rows(conn, QUEUE_LENGTH, ())[0]["n"])
+
+
+def try_lead(conn: Conn, key: int) -> bool:
+    """Take the session advisory lock `key` if nobody holds it."""
+    return bool(_rows(conn, TRY_LEAD, (key,))[0]["leading"])
+
+
+def listen_evaluation(conn: Conn) -> None:
+    conn.execute(LISTEN_EVALUATION)
+
+
+def readings_in_windows(conn: Conn, windows: dict[UUID, tuple[datetime, datetime]]
+                        ) -> list[dict[str, Any]]:
+    """Readings of each citizen measured within that citizen's [since, until]."""
+    ids = list(windows)
+    return _rows(conn, READINGS_IN_WINDOWS, (ids, [windows[c][0] for c in ids],
+                                             [windows[c][1] for c in ids]))
+
+
+def events_in_windows(conn: Conn, windows: dict[UUID, tuple[datetime, datetime]]
+                      ) -> list[dict[str, Any]]:
+    """Events of each citizen measured within that citizen's [since, until]."""
+    ids = list(windows)
+    return _rows(conn, EVENTS_IN_WINDOWS, (ids, [windows[c][0] for c in ids],
+                                           [windows[c][1] for c in ids]))
+
+
+def devices_at(conn: Conn, citizens: Sequence[UUID], at: datetime,
+               dead_since: datetime) -> list[dict[str, Any]]:
+    return _rows(conn, DEVICES_AT, {"citizens": list(citizens), "at": at,
+                                    "dead_since": dead_since})
+
+
+def plans(conn: Conn, citizens: Sequence[UUID], at: datetime | None) -> list[dict[str, Any]]:
+    return _rows(conn, PLANS, {"citizens": list(citizens), "at": at})
+
+
+def thresholds(conn: Conn, citizens: Sequence[UUID], at: datetime | None
+               ) -> list[dict[str, Any]]:
+    """The versions in force at `at`, or every version when `at` is None."""
+    if at is None:
+        return _rows(conn, THRESHOLD_VERSIONS, {"citizens": list(citizens)})
+    return _rows(conn, THRESHOLDS_AT, {"citizens": list(citizens), "at": at})
+
+
+def pauses_overlapping(conn: Conn, citizens: Sequence[UUID], since: datetime,
+                       until: datetime) -> list[dict[str, Any]]:
+    return _rows(conn, PAUSES_OVERLAPPING, {"citizens": list(citizens), "since": since,
+                                            "until": until})
+
+
+def care_teams(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, UUID | None]:
+    """Each citizen's care team (None when the citizen has none yet)."""
+    return {row["id"]: row["care_team_id"] for row in _rows(conn, CARE_TEAMS, (list(citizens),))}
+
+
+def citizens_with_plans(conn: Conn, at: datetime) -> list[UUID]:
+    return [row["citizen_id"] for row in _rows(conn, CITIZENS_WITH_PLANS, {"at": at})]

@@ -1,0 +1,224 @@
+"""The alert engine behind `telecare alerts`: evaluates every stored reading and event once,
+and runs the time-driven rules, escalation and the release of held alerts on a clock tick.
+
+Exactly once: ingest queues each row it really stored (evaluation_queue) in the transaction
+that stores it; the engine deletes a batch of queue rows in the transaction that records the
+findings they raise. Whatever process dies when, a queued item is either still queued or
+evaluated and recorded, never both, never neither.
+
+One engine leads: the session advisory lock core.locks.ALERTS_LEADER, held on the very
+connection the engine works on, so a lost connection loses leadership and the open
+transaction together. A standby retries the lock every second."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from alerts import context_repository as repo
+from alerts import service
+from alerts.context import group_queue_rows, load_contexts
+from alerts.models import CitizenContext, Finding
+from alerts.rules import evaluate_new, evaluate_tick
+from core import locks
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+Evaluate = Callable[[CitizenContext, datetime], list[Finding]]
+# Longest wait for a notification before checking the stop event and the tick again.
+WAKE_CHECK_S = 0.5
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass
+class EngineCounters:
+    batches: int = 0  # committed queue batches
+    items: int = 0  # queue rows evaluated and committed
+    findings: int = 0
+    ticks: int = 0
+    escalations: int = 0
+    released: int = 0
+    retries: int = 0  # sessions ended by an error, retried after a back-off
+    leader_sessions: int = 0
+
+
+def _describe(exc: BaseException) -> str:
+    """Class and SQLSTATE only: a database error's text can quote a row (a vital value)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ if sqlstate is None else f"{type(exc).__name__} {sqlstate}"
+
+
+def _chunks(items: Sequence[UUID], size: int) -> list[Sequence[UUID]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class AlertEngine:
+    """Evaluate queued items and run the tick while leading; stand by while another leads."""
+
+    def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
+                 batch_max: int = 500, standby_retry_s: float = 1.0,
+                 stop_timeout_s: float = 10.0) -> None:
+        self._dsn = dsn
+        self._clock = clock
+        self._tick_s = tick_s
+        self._batch_max = batch_max
+        self._standby_retry_s = standby_retry_s
+        self._stop_timeout_s = stop_timeout_s
+        self._conn: Conn | None = None
+        self._finished = threading.Event()
+        self.leading = threading.Event()
+        self.counters = EngineCounters()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Lead or stand by until `stop` is set. A database outage or a defect ends the
+        session (rolling back what it had not committed: the queue keeps those rows) and
+        starts another after a back-off."""
+        self._finished.clear()
+        threading.Thread(target=self._watch_stop, args=(stop,), name="alerts-stop-watch",
+                         daemon=True).start()
+        delay = 0.2
+        try:
+            while not stop.is_set():
+                started = self.counters.batches + self.counters.ticks
+                try:
+                    self._session(stop)
+                except psycopg.Error as exc:
+                    log.warning("alert engine lost its database session (%s); retrying in "
+                                "%.1f s", _describe(exc), delay)
+                except Exception as exc:  # noqa: BLE001 - a defect must not end the engine
+                    # A defect (a rule raised): the batch rolled back and stays queued; the
+                    # traceback without the message, which may quote a value.
+                    log.error("alert evaluation failed (%s) at\n%s; retrying in %.1f s",
+                              type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)),
+                              delay)
+                else:
+                    continue  # the session ended because of `stop`
+                self.counters.retries += 1
+                if self.counters.batches + self.counters.ticks > started:
+                    delay = 0.2  # it worked for a while: this is a new disruption
+                if stop.wait(delay):
+                    break
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        finally:
+            self._finished.set()
+            log.info("alert engine stopped: %s", self.counters)
+
+    def _session(self, stop: threading.Event) -> None:
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
+            self._conn = conn
+            try:
+                if not self._wait_for_leadership(conn, stop):
+                    return
+                self.counters.leader_sessions += 1
+                self.leading.set()
+                log.info("alert engine leading")
+                repo.listen_evaluation(conn)
+                self._lead(conn, stop)
+            finally:
+                self.leading.clear()
+                self._conn = None
+
+    def _wait_for_leadership(self, conn: Conn, stop: threading.Event) -> bool:
+        """Take the leader lock, retrying every second (each try also proves the connection
+        alive); False when stopped first."""
+        announced = False
+        while not stop.is_set():
+            if repo.try_lead(conn, locks.ALERTS_LEADER):
+                return True
+            if not announced:
+                log.info("another alert engine leads; standing by")
+                announced = True
+            stop.wait(self._standby_retry_s)
+        return False
+
+    def _lead(self, conn: Conn, stop: threading.Event) -> None:
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            self._drain(conn, stop)
+            if time.monotonic() >= next_tick and not stop.is_set():
+                self.tick_once(conn, stop)
+                next_tick = time.monotonic() + self._tick_s
+            timeout = max(0.0, min(next_tick - time.monotonic(), WAKE_CHECK_S))
+            # Notifications that came while we were busy are kept by psycopg and end this
+            # wait at once; one per ingest commit, so a burst needs one drain.
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                break
+
+    def _drain(self, conn: Conn, stop: threading.Event) -> None:
+        while not stop.is_set() and self.drain_once(conn) == self._batch_max:
+            pass
+
+    def _watch_stop(self, stop: threading.Event) -> None:
+        """A query blocked (a lock, a hung server) must not hold up a stop for ever."""
+        while not stop.wait(0.5):
+            if self._finished.is_set():
+                return
+        if self._finished.wait(self._stop_timeout_s):
+            return
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            log.warning("stop timeout: cancelling the alert engine's query in progress")
+            try:
+                conn.cancel_safe()
+            except psycopg.Error as exc:
+                log.warning("could not cancel the query (%s)", _describe(exc))
+
+    # --- one step each (the loop's parts; tests drive them with a clock of their own) ------
+
+    def drain_once(self, conn: Conn) -> int:
+        """Evaluate one batch of queued items and commit it with its findings; returns how
+        many items it took (0: the queue was empty)."""
+        now = self._clock()
+        with conn.transaction():
+            rows = repo.take_queue_batch(conn, self._batch_max)
+            if not rows:
+                return 0
+            grouped = group_queue_rows(rows)
+            citizens = list(grouped)
+            contexts = load_contexts(conn, citizens, now, new=grouped)
+            findings = self._record(conn, contexts, evaluate_new, now)
+        self.counters.batches += 1
+        self.counters.items += len(rows)
+        self.counters.findings += findings
+        return len(rows)
+
+    def tick_once(self, conn: Conn, stop: threading.Event | None = None) -> None:
+        """The time-driven rules for every citizen with a plan, in chunks (draining the queue
+        between chunks, so that a long tick does not delay new readings), then escalation
+        and the release of alerts held by a pause that has ended."""
+        now = self._clock()
+        citizens = repo.citizens_with_plans(conn, now)
+        for chunk in _chunks(citizens, self._batch_max):
+            with conn.transaction():
+                contexts = load_contexts(conn, chunk, now)
+                self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
+            if stop is not None:
+                self._drain(conn, stop)
+        with conn.transaction():
+            self.counters.escalations += service.escalate_due(conn, now)
+            self.counters.released += service.release_held(conn, None, now)
+        self.counters.ticks += 1
+
+    @staticmethod
+    def _record(conn: Conn, contexts: dict[UUID, CitizenContext], evaluate: Evaluate,
+                now: datetime) -> int:
+        teams = repo.care_teams(conn, list(contexts))
+        recorded = 0
+        for citizen, context in contexts.items():
+            findings = evaluate(context, now)
+            if findings:
+                service.record_findings(conn, citizen, teams.get(citizen), findings, now)
+                recorded += len(findings)
+        return recorded

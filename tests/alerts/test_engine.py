@@ -1,0 +1,233 @@
+"""The alert engine on the real database: queued items are evaluated once and leave the queue
+in the transaction that records their alerts; contexts load in a fixed number of queries; a
+defect or a lost connection loses nothing; one engine leads and a standby takes over; the
+tick escalates; a stored reading's alert commits well under 100 ms after it."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+import alerts.engine as engine_module
+from alerts.context import load_contexts
+from alerts.engine import AlertEngine
+from alerts.models import CitizenContext
+from core.clock import system_clock
+from tests.alerts.engine_support import (
+    FakeClock,
+    bp_rows,
+    button,
+    enrolled,
+    named,
+    running_engine,
+    scalar,
+    store,
+)
+from tests.conftest import wait_for
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def db(fresh_database: str) -> str:
+    """A database of the test's own: the engine drains every queued item of its database."""
+    return fresh_database
+
+
+@pytest.fixture
+def dbconn(db: str) -> Any:
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection
+
+
+def _alerts(conn: Conn) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT citizen_id, rule, severity, count FROM alerts "
+                        "ORDER BY citizen_id, rule").fetchall()
+
+
+def test_queued_items_are_evaluated_once_and_leave_the_queue_with_their_alerts(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    for seq in range(1, 4):
+        store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=200))
+        clock.advance(60)
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 9
+    engine = AlertEngine(db, clock, batch_max=4)
+    with psycopg.connect(db, autocommit=True) as work:
+        taken = [engine.drain_once(work) for _ in range(4)]
+    assert taken == [4, 4, 1, 0]
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
+    rows = _alerts(dbconn)
+    assert (citizen, "threshold:systolic_bp", "red", 3) in rows
+    # One finding per reading of the rule: each evaluated once.
+    assert scalar(dbconn, "SELECT count(*) FROM alert_findings WHERE rule = "
+                  "'threshold:systolic_bp'") == 3
+
+
+def test_in_band_readings_leave_the_queue_and_raise_nothing(db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=125))
+    with psycopg.connect(db, autocommit=True) as work:
+        assert AlertEngine(db, clock).drain_once(work) == 3
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
+    assert _alerts(dbconn) == []
+
+
+class CountingCursor(psycopg.Cursor[Any]):
+    executed: list[str] = []
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        CountingCursor.executed.append(str(query)[:40])
+        return super().execute(query, params, **kwargs)
+
+
+@pytest.mark.parametrize("citizens", [1, 40])
+def test_contexts_load_in_six_queries_whatever_the_number_of_citizens(
+        db: str, dbconn: Conn, citizens: int) -> None:
+    clock = FakeClock()
+    enrolled_ids = []
+    for _ in range(citizens):
+        device, citizen = enrolled(dbconn)
+        store(dbconn, bp_rows(device, citizen, clock.now - timedelta(hours=2), 1, 130))
+        enrolled_ids.append(citizen)
+    with psycopg.Connection.connect(db, autocommit=True,
+                                    cursor_factory=CountingCursor) as counted:
+        CountingCursor.executed.clear()
+        contexts = load_contexts(counted, enrolled_ids, clock.now)
+        assert len(CountingCursor.executed) == 6, CountingCursor.executed
+    assert all(len(c.readings) == 3 and c.plans == ("hypertension",) and c.devices
+               for c in contexts.values())
+    assert all("systolic_bp" in c.thresholds for c in contexts.values())
+
+
+def test_a_rule_defect_rolls_back_and_keeps_the_items_queued(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
+
+    def broken(_ctx: CitizenContext, _now: datetime) -> list[Any]:
+        raise ZeroDivisionError("a defect in a rule")
+
+    engine = AlertEngine(db, clock)
+    with psycopg.connect(db, autocommit=True) as work:
+        monkeypatch.setattr(engine_module, "evaluate_new", broken)
+        with pytest.raises(ZeroDivisionError):
+            engine.drain_once(work)
+        assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 3
+        assert _alerts(dbconn) == []
+        monkeypatch.undo()
+        assert engine.drain_once(work) == 3
+    assert [r[1:] for r in _alerts(dbconn)] == [("threshold:systolic_bp", "red", 1)]
+
+
+def test_a_stored_reading_raises_its_alert_well_within_100_ms(db: str, dbconn: Conn) -> None:
+    team_citizens = [enrolled(dbconn) for _ in range(12)]
+    latencies = []
+    with running_engine(db, system_clock, tick_s=3600) as engine:
+        wait_for(engine.leading.is_set, timeout=10, what="engine leading")
+        time.sleep(0.3)  # past its first tick
+        for i, (device, citizen) in enumerate(team_citizens):
+            store(dbconn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
+            committed = time.perf_counter()
+            while not dbconn.execute("SELECT 1 FROM alerts WHERE citizen_id = %s",
+                                     (citizen,)).fetchone():
+                assert time.perf_counter() - committed < 5, f"no alert for reading {i}"
+                time.sleep(0.002)
+            latencies.append(time.perf_counter() - committed)
+            time.sleep(0.05)
+    median = statistics.median(latencies)
+    print(f"reading committed -> alert committed: median {median * 1000:.1f} ms, "
+          f"max {max(latencies) * 1000:.1f} ms")
+    assert median < 0.1, latencies
+    assert max(latencies) < 0.5, latencies
+
+
+def test_one_engine_leads_and_a_standby_takes_over_when_it_goes(db: str, dbconn: Conn) -> None:
+    device, citizen = enrolled(dbconn)
+    with running_engine(named(db, "engine-a"), system_clock) as first:
+        wait_for(first.leading.is_set, timeout=10, what="first engine leading")
+        with running_engine(named(db, "engine-b"), system_clock, standby_retry_s=0.2) as second:
+            time.sleep(1.0)
+            assert first.leading.is_set() and not second.leading.is_set()
+            # The leader's connection dies (as when its process is killed): it loses the lock
+            # with it, and the standby takes over.
+            dbconn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'engine-a'")
+            wait_for(second.leading.is_set, timeout=5, what="standby taking over")
+            store(dbconn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
+            wait_for(lambda: any(r[1] == "threshold:systolic_bp" for r in _alerts(dbconn)),
+                     timeout=5, what="the new leader's alert")
+            assert second.counters.items == 3
+            assert first.counters.retries >= 1
+
+
+def test_a_lost_connection_mid_stream_loses_and_doubles_nothing(db: str, dbconn: Conn) -> None:
+    citizens = [enrolled(dbconn) for _ in range(6)]
+    done = threading.Event()
+
+    def stream() -> None:
+        for seq in range(1, 31):
+            for device, citizen in citizens:
+                at = datetime.now(UTC) - timedelta(seconds=600 - seq)
+                store(dbconn_writer, bp_rows(device, citizen, at, seq, systolic=200))
+        done.set()
+
+    with psycopg.connect(db, autocommit=True) as dbconn_writer, \
+            running_engine(named(db, "engine-x"), system_clock) as engine:
+        wait_for(engine.leading.is_set, timeout=10, what="engine leading")
+        writer = threading.Thread(target=stream)
+        writer.start()
+        for _ in range(3):
+            time.sleep(0.3)
+            dbconn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'engine-x'")
+        writer.join(60)
+        assert done.is_set()
+        wait_for(lambda: scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0,
+                 timeout=20, what="queue drained")
+    assert engine.counters.retries >= 1
+    assert scalar(dbconn, "SELECT count(*) FROM alert_findings "
+                  "WHERE rule = 'threshold:systolic_bp'") == 30 * len(citizens)
+    counts = dbconn.execute("SELECT count FROM alerts WHERE rule = 'threshold:systolic_bp'"
+                            ).fetchall()
+    assert sorted(c for (c,) in counts) == [30] * len(citizens)
+
+
+def test_the_tick_escalates_an_unacknowledged_red_alert_at_its_time(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    device, citizen = enrolled(dbconn)
+    store(dbconn, [], [button(device, citizen, clock.now, 1)])
+    engine = AlertEngine(db, clock)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.drain_once(work) == 1
+        assert _alerts(dbconn) == [(citizen, "emergency_button", "red", 1)]
+        clock.advance(299)
+        engine.tick_once(work)
+        assert scalar(dbconn, "SELECT escalation_step FROM alerts WHERE rule = 'emergency_button'") == 0
+        clock.advance(2)
+        engine.tick_once(work)
+    assert scalar(dbconn, "SELECT escalation_step FROM alerts WHERE rule = 'emergency_button'") == 1
+    assert scalar(dbconn, "SELECT count(*) FROM alert_history h JOIN alerts a ON a.id = h.alert_id "
+                  "WHERE a.rule = 'emergency_button' AND h.action = 'escalated'") == 1
+
+
+def test_a_stop_ends_the_engine_within_its_bound(db: str) -> None:
+    engine = AlertEngine(db, system_clock, stop_timeout_s=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=engine.run, args=(stop,))
+    thread.start()
+    wait_for(engine.leading.is_set, timeout=10, what="engine leading")
+    started = time.monotonic()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2
