@@ -81,9 +81,11 @@ def record_findings(conn: Conn, citizen_id: UUID, care_team_id: UUID | None,
     with _atomic(conn):
         repository.lock_citizen_alerts(conn, citizen_id)
         active = repository.active_alerts(conn, citizen_id, sorted({f.rule for f in findings}))
-        # A clear without an alert it could resolve is the usual tick: no further query.
-        relevant = [f for f in findings
-                    if not f.clears or (f.rule in active and active[f.rule].self_resolving)]
+        # A clear without an alert it could resolve is the usual tick: no further query. (An
+        # alert opened earlier in this batch may be cleared later in it.)
+        opening = {f.rule for f in findings if not f.clears}
+        relevant = [f for f in findings if not f.clears or f.rule in opening
+                    or (f.rule in active and active[f.rule].self_resolving)]
         if not relevant:
             return []
         seen = repository.recorded_occurrences(conn, citizen_id,
@@ -242,6 +244,13 @@ def _remind(conn: Conn, state: AlertState, now: datetime) -> None:
 
 
 # --- escalation policies -------------------------------------------------------------------
+
+def get_policy(conn: Conn, team_id: UUID) -> EscalationPolicy:
+    """The team's escalation policy (the default chain when it has none); TeamNotFound."""
+    if repository.team(conn, team_id) is None:
+        raise TeamNotFound(str(team_id))
+    return policy_for(conn, team_id)
+
 
 def policy_for(conn: Conn, team_id: UUID | None) -> EscalationPolicy:
     """The team's escalation policy, or the default chain."""

@@ -160,6 +160,16 @@ def test_clears_resolve_a_self_resolving_alert_and_do_nothing_without_one(
     assert [row.action for row in service.history(conn, state.id or 0)] == ["opened", "self_resolved"]
 
 
+def test_an_alert_opened_and_cleared_in_one_batch_is_resolved(conn: Conn,
+                                                              team_citizen: TeamCitizen) -> None:
+    offline = finding(rule="device_offline", self_resolving=True, occurrence="offline:2")
+    online = finding(rule="device_offline", clears=True, occurrence="online:2")
+    written = service.record_findings(conn, team_citizen.citizen_id, team_citizen.team_id,
+                                      [offline, online], NOW)
+    state = service.alert(conn, only_alert(conn, team_citizen.citizen_id))
+    assert len(written) == 2 and state.state is AlertStatus.RESOLVED
+
+
 def test_a_missed_measurement_alert_reminds_the_citizen(conn: Conn, team_citizen: TeamCitizen) -> None:
     service.record_findings(conn, team_citizen.citizen_id, team_citizen.team_id,
                             [finding(rule="missed:body_weight", severity=Severity.YELLOW,
@@ -262,6 +272,9 @@ def test_a_policy_naming_another_teams_webhook_is_refused(conn: Conn, team_id: u
         service.set_policy(conn, uuid.uuid4(), [{"after_s": 60, "contact": {
             "kind": "role", "target": "x"}}], NOW)
     assert service.policy_for(conn, team_id) == DEFAULT_POLICY
+    assert service.get_policy(conn, team_id) == DEFAULT_POLICY
+    with pytest.raises(TeamNotFound):
+        service.get_policy(conn, uuid.uuid4())
 
 
 def test_held_alerts_are_released_when_the_pause_ends(conn: Conn, team_citizen: TeamCitizen) -> None:
