@@ -56,14 +56,15 @@ class Scheduled:
 
 @dataclass(frozen=True)
 class RateRule:
-    """A change of `change` (negative: a fall) or more against the extreme of the readings
-    within `within` before a reading raises `severity`."""
+    """A change of `change` (negative: a fall) or more against the mean of the readings within
+    `within` before a reading (at least `min_readings` of them) raises `severity`."""
 
     metric: str
     change: float
     within: timedelta
     severity: Severity
     source: str
+    min_readings: int = 2
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ PLANS: Mapping[str, PlanTemplate] = {p.name: p for p in (
                     "body_temperature": _TEMPERATURE},
         rules=frozenset({NEWS2, MISSED, NOT_MEASURING, "rate"}),
         news2_scale=2,
-        rates=(RateRule("spo2", -3.0, timedelta(hours=24), Severity.YELLOW, BTS_O2),),
+        rates=(RateRule("spo2", -3.0, timedelta(hours=48), Severity.YELLOW, BTS_O2),),
         sources={"spo2": BTS_O2 + "; " + RCP_NEWS2, "pulse_rate": RCP_NEWS2,
                  "body_temperature": RCP_NEWS2, NEWS2: RCP_NEWS2 + " (SpO2 scale 2)",
                  "rate:spo2": BTS_O2, MISSED: "Telecare default: twice daily, 1 h grace",

@@ -23,6 +23,7 @@ class Slot:
     start: datetime
     deadline: datetime
     reading: ReadingView | None
+    grace: timedelta
 
     @property
     def occurrence(self) -> str:
@@ -56,11 +57,12 @@ def slots(ctx: CitizenContext, scheduled: Scheduled, now: datetime, plan_start: 
                 continue
             reading = next((r for r in taken if start <= r.measured_at < deadline), None)
             if deadline <= now or reading is not None:
-                found.append(Slot(scheduled.metric, day, window, start, deadline, reading))
+                found.append(Slot(scheduled.metric, day, window, start, deadline, reading,
+                                  scheduled.grace))
     return sorted(found, key=lambda s: s.start)
 
 
-def _missed(slot: Slot, now: datetime, grace: timedelta) -> Finding:
+def _missed(slot: Slot, now: datetime) -> Finding:
     # Not about data: no age. Found more than STALE_AFTER after its deadline (the engine was
     # down) it is old news, shown but not pushed.
     return Finding(
@@ -69,7 +71,7 @@ def _missed(slot: Slot, now: datetime, grace: timedelta) -> Finding:
         summary=(f"{display(slot.metric)} not measured on {slot.day.isoformat()} "
                  f"between {slot.window.label} (local time)"),
         explanation={"metric": slot.metric, "day": slot.day.isoformat(),
-                     "window": slot.window.label, "grace_s": grace.total_seconds(),
+                     "window": slot.window.label, "grace_s": slot.grace.total_seconds(),
                      "start": slot.start.isoformat(), "deadline": slot.deadline.isoformat()},
         is_current=is_current(slot.deadline, False, None, now), self_resolving=True)
 
@@ -100,6 +102,5 @@ def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[F
             if not slot.missed:
                 break
             streak.append(slot)
-        grace = {s.metric: s.grace for s in monitoring.measurements}[metric]
-        findings.extend(_missed(slot, now, grace) for slot in reversed(streak))
+        findings.extend(_missed(slot, now) for slot in reversed(streak))
     return findings

@@ -45,8 +45,9 @@ def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Fi
 
 
 def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[Finding]:
-    """Findings for new readings that moved by `rule.change` or more against the window's
-    extreme (its highest for a fall, its lowest for a rise)."""
+    """Findings for new readings that moved by `rule.change` or more against the mean of the
+    earlier readings within `rule.within` (at least `rule.min_readings` of them): a mean, not
+    the extreme, because one noisy home reading must not be the reference."""
     history = plausible(ctx.readings, rule.metric)
     findings = []
     for reading in ctx.new_readings:
@@ -54,20 +55,21 @@ def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[F
             continue
         earlier = [r for r in _window(history, reading, rule.within)
                    if r.measured_at < reading.measured_at]
-        if not earlier:
+        if len(earlier) < rule.min_readings:
             continue
+        reference = sum(r.value for r in earlier) / len(earlier)
+        change = round(reading.value - reference, 3)
         falling = rule.change < 0
-        ref = (max if falling else min)(earlier, key=lambda r: (r.value, r.measured_at))
-        change = round(reading.value - ref.value, 3)
         if (change > rule.change) if falling else (change < rule.change):
             continue
         hours = rule.within.total_seconds() / 3600
         findings.append(finding_about(
             reading, ctx, now, rule=f"rate:{rule.metric}", severity=rule.severity,
-            summary=(f"{display(rule.metric)} {'fell' if falling else 'rose'} by "
-                     f"{abs(change):g} {unit(rule.metric)} within {hours:g} h "
-                     f"({ref.value:g} -> {reading.value:g})"),
-            explanation={"metric": rule.metric, "value": reading.value, "change": round(change, 3),
-                         "limit": rule.change, "within_h": hours, "reference": ref.value,
-                         "reference_at": ref.measured_at.isoformat(), "source": rule.source}))
+            summary=(f"{display(rule.metric)} {reading.value:g} {unit(rule.metric)}: "
+                     f"{'down' if falling else 'up'} {abs(change):g} against the mean "
+                     f"{reference:.1f} of the last {hours:g} h"),
+            explanation={"metric": rule.metric, "value": reading.value, "change": change,
+                         "limit": rule.change, "within_h": hours,
+                         "reference_mean": round(reference, 3), "reference_readings": len(earlier),
+                         "source": rule.source}))
     return findings

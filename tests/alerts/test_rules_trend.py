@@ -65,18 +65,22 @@ def _spo2(*values_hours_ago: tuple[float, float]) -> tuple:
                  for i, (v, h) in enumerate(values_hours_ago))
 
 
-@pytest.mark.parametrize(("new_value", "raised"), [(92.5, False), (92.0, True), (90.0, True)])
-def test_spo2_fall_of_three_points_within_a_day(new_value: float, raised: bool) -> None:
-    history = _spo2((94.0, 20.0), (95.0, 10.0))
+@pytest.mark.parametrize(("new_value", "raised"), [(92.0, False), (91.6, False), (91.5, True),
+                                                    (90.0, True)])
+def test_spo2_fall_of_three_points_against_the_mean_of_two_days(new_value: float,
+                                                                 raised: bool) -> None:
+    history = _spo2((97.0, 49.0), (94.0, 40.0), (95.0, 10.0))  # the 97 is outside 48 h
     new = reading("spo2", new_value, NOW, seq=9, device="ox")
     found = [f for f in evaluate_new(context(("copd",), readings=history, new=(new,)), NOW)
              if f.rule == "rate:spo2"]
     assert bool(found) == raised
     if raised:
-        assert found[0].explanation["reference"] == 95.0 and found[0].severity is Severity.YELLOW
+        assert found[0].explanation["reference_mean"] == 94.5
+        assert found[0].explanation["reference_readings"] == 2
+        assert found[0].severity is Severity.YELLOW
 
 
-def test_rate_needs_an_earlier_reading_within_the_window() -> None:
+def test_rate_needs_two_earlier_readings_within_the_window() -> None:
     new = reading("spo2", 85.0, NOW, seq=9, device="ox")
-    ctx = context(("copd",), readings=_spo2((97.0, 25.0)), new=(new,))
+    ctx = context(("copd",), readings=_spo2((97.0, 49.0), (97.0, 25.0)), new=(new,))
     assert [f for f in evaluate_new(ctx, NOW) if f.rule == "rate:spo2"] == []
