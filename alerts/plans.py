@@ -115,6 +115,8 @@ BTS_O2 = ("British Thoracic Society guideline for oxygen use in adults, 2017: ta
           "88-92% in COPD at risk of hypercapnia; a fall of >=3% should prompt assessment")
 ESC_HF = ("ESC 2021 heart-failure guidelines / HFA self-care advice: weight gain >2 kg in 3 days "
           "means contact the care team")
+ESC_HF_BP = ("ESC 2021 heart-failure guidelines: symptomatic hypotension SBP <90 mmHg; ESC/ESH "
+             "2018 grades for the upper bands")
 ESC_ESH_BP = ("ESC/ESH 2018 hypertension guidelines: grade 2 >=160/>=100, grade 3 >=180/>=110 "
               "mmHg; hypotension systolic <90 mmHg")
 ADA_HYPO = ("ADA Standards of Care / International Hypoglycaemia Study Group 2017: level 1 "
@@ -129,8 +131,13 @@ SILENCE = ("Telecare default (no clinical guideline): 3 consecutive missed windo
            "device is online")
 
 _PULSE = Bands(alert_low=40, warning_low=50, warning_high=110, alert_high=130)  # NEWS2 pulse bands
-_TEMPERATURE = Bands(alert_low=35.0, warning_low=36.0, warning_high=38.0, alert_high=39.0)  # NEWS2
+# Hypothermia below 35.0 degC red; fever above 38.0 yellow, above 39.0 red (NEWS2 38.1-39.0
+# scores 1, >=39.1 scores 2). No yellow low band: home ear thermometers read 35.5-36.0 often.
+_TEMPERATURE = Bands(alert_low=35.0, warning_high=38.0, alert_high=39.0)
 _SYSTOLIC = Bands(alert_low=90, warning_low=100, warning_high=159, alert_high=179)  # ESC/ESH, NEWS2
+# Heart failure runs low on its medication (100-110 is usual): yellow only below 90 (ESC HF:
+# symptomatic hypotension, SBP < 90 mmHg).
+_SYSTOLIC_HF = Bands(warning_low=90, warning_high=159, alert_high=179)
 _DIASTOLIC = Bands(warning_high=99, alert_high=109)  # ESC/ESH grade 2 and 3
 _GLUCOSE = Bands(alert_low=3.0, warning_low=3.9, warning_high=13.9, alert_high=33.3)  # ADA/IHSG
 
@@ -153,10 +160,10 @@ PLANS: Mapping[str, PlanTemplate] = {p.name: p for p in (
         name="heart_failure", title="Heart failure",
         measurements=(Scheduled("body_weight", (_w("06:00", "11:00"),)),
                       Scheduled("systolic_bp", (_w("06:00", "11:00"),))),
-        thresholds={"systolic_bp": _SYSTOLIC, "diastolic_bp": _DIASTOLIC, "pulse_rate": _PULSE},
+        thresholds={"systolic_bp": _SYSTOLIC_HF, "diastolic_bp": _DIASTOLIC, "pulse_rate": _PULSE},
         rules=frozenset({WEIGHT_GAIN, NEWS2, MISSED, NOT_MEASURING}),
         news2_scale=1, weight_gain=WeightGain(),
-        sources={WEIGHT_GAIN: ESC_HF, "systolic_bp": ESC_ESH_BP, "diastolic_bp": ESC_ESH_BP,
+        sources={WEIGHT_GAIN: ESC_HF, "systolic_bp": ESC_HF_BP, "diastolic_bp": ESC_ESH_BP,
                  "pulse_rate": RCP_NEWS2, NEWS2: RCP_NEWS2 + " (SpO2 scale 1)",
                  MISSED: "ESC HF self-care: weigh daily in the morning; 1 h grace",
                  NOT_MEASURING: SILENCE}),
