@@ -78,9 +78,14 @@ def record_findings(conn: Conn, citizen_id: UUID, care_team_id: UUID | None,
     finding already recorded (same citizen, rule and occurrence) changes nothing."""
     if not findings:
         return []
+    rules = sorted({f.rule for f in findings})
     with _atomic(conn):
-        repository.lock_citizen_alerts(conn, citizen_id)
-        active = repository.active_alerts(conn, citizen_id, sorted({f.rule for f in findings}))
+        active = repository.active_alerts(conn, citizen_id, rules)
+        if any(not f.clears and f.rule not in active for f in findings):
+            # A new alert may open: one writer at a time decides (the lock, held to the end of
+            # the transaction, is taken only then, so a tick over many citizens holds few).
+            repository.lock_citizen_alerts(conn, citizen_id)
+            active = repository.active_alerts(conn, citizen_id, rules)
         # A clear without an alert it could resolve is the usual tick: no further query. (An
         # alert opened earlier in this batch may be cleared later in it.)
         opening = {f.rule for f in findings if not f.clears}
