@@ -1,4 +1,4 @@
-"""`telecare demo`: database, broker, ingest, API and simulated citizens in one command."""
+"""`telecare demo`: database, broker, ingest, alerts, API and simulated citizens in one command."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from core.settings import Settings
 from ingest.worker import IngestWorker
 from simulators.fleet import FleetOptions, run_fleet
 from simulators.population import build_fleet
+from telecare.alerting import run_alerting
 from telecare.embedded import embedded_broker, embedded_postgres
 from telecare.maintenance import start_maintenance
 from telecare.provision import provision_fleet
@@ -60,6 +61,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
         worker = IngestWorker(live)
         ingest_thread = _thread("ingest", lambda: worker.run(stop))
         start_maintenance(live, stop)
+        alerts_thread = _thread("alerts", lambda: run_alerting(live, stop))
         if not worker.wait_connected(30):
             raise RuntimeError("ingest could not connect to the broker")
         api = uvicorn.Server(uvicorn.Config(create_app(live), host=live.api_host,
@@ -74,6 +76,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
         log.info("stopping: fleet, ingest, API, servers")
         fleet_thread.join(90)
         ingest_thread.join(30)
+        alerts_thread.join(30)
         api.should_exit = True
         api_thread.join(10)
     return 0
@@ -84,15 +87,19 @@ def _print_welcome(settings: Settings, dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT id, display_name FROM citizens ORDER BY created_at LIMIT 1"
                            ).fetchone()
+        team = conn.execute("SELECT id, name FROM care_teams ORDER BY name LIMIT 1").fetchone()
     example = (f"  curl '{base}/v1/citizens/{row[0]}/readings?metric=spo2&bucket=6h'   "
                f"# {row[1]}\n" if row else "")
+    alerts = (f"  alert queue:   curl '{base}/v1/teams/{team[0]}/alerts'   # {team[1]}\n"
+              f"  alert stream:  curl -N '{base}/v1/teams/{team[0]}/alerts/stream'\n"
+              if team else "")
     print(
         "\nTelecare demo is running (Ctrl-C stops everything).\n"
         f"  API docs:      {base}/docs\n"
         f"  readiness:     {base}/ready\n"
         f"  devices:       {base}/v1/devices\n"
         f"  dead letters:  {base}/v1/dead-letters\n"
-        f"{example}"
+        f"{example}{alerts}"
         f"  MQTT broker:   {settings.mqtt_host}:{settings.mqtt_port} (MQTT {settings.mqtt_protocol}),"
         f" topics {settings.topic_root}/v1/#\n"
         f"  ground truth:  {DATA_DIR / 'ground_truth.jsonl'} (JSON lines, written as it happens)\n",
