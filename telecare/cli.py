@@ -51,33 +51,9 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
-    from alerts.engine import AlertEngine
-    from alerts.webhooks import WebhookSender
-    from core.clock import system_clock
-    from ingest.screen import ScreenSender
+    from telecare.alerting import run_alerting
 
-    stop = _stop_on_signals()
-    # The senders drain their outboxes beside the engine; any number of them may run, so
-    # they run in the standby too (they claim rows with SKIP LOCKED).
-    senders = [threading.Thread(target=WebhookSender(settings.database_dsn(), system_clock).run,
-                                args=(stop,), name="webhooks")]
-    if settings.mqtt_host:
-        senders.append(threading.Thread(target=ScreenSender(settings, system_clock).run,
-                                        args=(stop,), name="screens"))
-    else:
-        log.warning("TELECARE_MQTT_HOST is not set: screen messages wait in their outbox")
-    for sender in senders:
-        sender.start()
-    engine = AlertEngine(settings.database_dsn(), system_clock, settings.alerts_tick_s,
-                         batch_max=settings.alerts_batch_max,
-                         standby_retry_s=settings.alerts_standby_retry_s,
-                         stop_timeout_s=settings.stop_timeout_s)
-    try:
-        engine.run(stop)
-    finally:
-        stop.set()
-        for sender in senders:
-            sender.join(settings.stop_timeout_s)
+    run_alerting(settings, _stop_on_signals())
     return 0
 
 
