@@ -5,10 +5,13 @@ to it, with the plans and thresholds in force then, or with proposed bands. Find
 alerts go to the run's own result set (replay_findings, replay_alerts): no alert history, no
 outbox, no NOTIFY, so a replay reaches nobody.
 
-What is not replayed: device status is kept only as it is now, not as it was, so a replay
-knows no devices and the device silence rules (offline, battery, invalid payloads) raise
-nothing in it. Each citizen's data is loaded once per chunk of citizens and every step's
-context is cut from it in memory (the same build_context the live engine uses)."""
+What is not replayed: device status is kept only as it is now, not as it was. A replay knows
+the devices each citizen had, with no status: readings and events still count as contact
+(so "not measuring" is replayed), but the rules that rest on status messages and dead letters
+(device offline, battery low, invalid payloads) are left out of a replay.
+
+Each citizen's data is loaded once per chunk of citizens and every step's context is cut from
+it in memory (the same build_context the live engine uses)."""
 
 from __future__ import annotations
 
@@ -33,13 +36,15 @@ from alerts.context import (
 )
 from alerts.escalation import DEFAULT_POLICY, EscalationPolicy, parse_policy
 from alerts.lifecycle import AlertState, apply_finding, escalate, release
-from alerts.models import Bands, EventView, Finding, ReadingView, Threshold
+from alerts.models import Bands, DeviceState, EventView, Finding, ReadingView, Threshold
 from alerts.rules import LOOKBACK, evaluate_new, evaluate_tick
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
 CHUNK = 200  # citizens loaded at once
+# Rules that rest on device status and dead letters, whose history is not stored.
+STATUS_RULES = frozenset({"device_offline", "battery_low", "invalid_payloads"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class _Timeline:
     def apply(self, findings: Sequence[Finding], now: datetime) -> None:
         """What the service does with findings, in memory: a finding seen before counts once."""
         for finding in findings:
+            if finding.rule in STATUS_RULES:
+                continue
             key = (finding.rule, finding.occurrence)
             if key in self.seen:
                 continue
@@ -216,6 +223,10 @@ def run_replay(conn: Conn, request: ReplayRequest, started_at: datetime,
         teams = {row["citizen_id"]: row for row in repo.policies(conn, chunk)}
         windows = {citizen: (request.start - LOOKBACK, request.end) for citizen in chunk}
         histories = load_histories(conn, windows, None, with_devices=False)
+        for row in repo.paired_devices(conn, chunk, request.start, request.end):
+            histories[row["citizen_id"]].devices.append(DeviceState(
+                device_id=row["device_id"], kind=row["kind"], online=None,
+                status_received_at=None, last_seen_at=None, battery_pct=None))
         for citizen in chunk:
             team = teams.get(citizen, {})
             steps = team.get("steps")

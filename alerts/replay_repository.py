@@ -43,6 +43,12 @@ POLICIES = """
 SELECT c.id AS citizen_id, c.care_team_id, p.steps
   FROM citizens c LEFT JOIN escalation_policies p ON p.care_team_id = c.care_team_id
  WHERE c.id = ANY(%s)"""
+# The devices each citizen had during the period (their status then is not stored).
+PAIRED_DEVICES = """
+SELECT p.citizen_id, d.id AS device_id, d.kind
+  FROM device_pairings p JOIN devices d ON d.id = p.device_id
+ WHERE p.citizen_id = ANY(%(citizens)s) AND p.valid && tstzrange(%(start)s, %(end)s, '[)')
+ ORDER BY p.citizen_id, d.id"""
 INSERT_FINDING = """
 INSERT INTO replay_findings (run_id, citizen_id, rule, occurrence, alert_seq, severity,
                              measured_at, evaluated_at, is_current, data_age_s, delay_cause,
@@ -93,6 +99,13 @@ def policies(conn: Conn, citizens: Sequence[UUID]) -> list[dict[str, Any]]:
     """Each citizen's care team and its escalation steps (None: the default chain)."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(POLICIES, (list(citizens),)).fetchall()
+
+
+def paired_devices(conn: Conn, citizens: Sequence[UUID], start: datetime,
+                   end: datetime) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(PAIRED_DEVICES, {"citizens": list(citizens), "start": start,
+                                            "end": end}).fetchall()
 
 
 def insert_findings(conn: Conn, rows: Sequence[dict[str, Any]]) -> None:
