@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,7 +36,7 @@ class Window:
     start: time
     end: time
 
-    @property
+    @cached_property
     def label(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 

@@ -58,12 +58,13 @@ def evaluate_tick(ctx: CitizenContext, now: datetime) -> list[Finding]:
     """Time-driven findings (and clears of condition rules) for one citizen at `now`."""
     watched = _monitoring(ctx)
     findings: list[Finding] = []
+    windows = schedule.decided(ctx, watched, now)
     if MISSED in watched.rules:
-        findings += schedule.missed(ctx, watched, now)
+        findings += schedule.missed(ctx, watched, now, windows)
     rules = ["device_offline", "battery_low", "invalid_payloads"]
     if NOT_MEASURING in watched.rules:
         rules.append("not_measuring")
-    findings += silence.evaluate(ctx, watched, now, rules)
+    findings += silence.evaluate(ctx, watched, now, rules, windows)
     if INACTIVITY in watched.rules:
         findings += inactivity.evaluate(ctx, watched, now)
     return findings

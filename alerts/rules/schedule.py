@@ -5,6 +5,8 @@ implausible one too: the citizen did measure; the threshold rule reports the val
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -46,6 +48,7 @@ def slots(ctx: CitizenContext, scheduled: Scheduled, now: datetime, plan_start: 
     started are left out."""
     taken = sorted((r for r in ctx.readings if r.metric == scheduled.metric and r.measured_at <= now),
                    key=lambda r: (r.measured_at, r.seq))
+    times = [r.measured_at for r in taken]
     found = []
     for day in _days(now - lookback, now):
         for window in scheduled.windows:
@@ -55,11 +58,22 @@ def slots(ctx: CitizenContext, scheduled: Scheduled, now: datetime, plan_start: 
                 continue
             if overlaps_pause(ctx, start, deadline):
                 continue
-            reading = next((r for r in taken if start <= r.measured_at < deadline), None)
+            first = bisect_left(times, start)
+            reading = taken[first] if first < len(taken) and times[first] < deadline else None
             if deadline <= now or reading is not None:
                 found.append(Slot(scheduled.metric, day, window, start, deadline, reading,
                                   scheduled.grace))
     return sorted(found, key=lambda s: s.start)
+
+
+def decided(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> dict[str, list[Slot]]:
+    """The decided windows of every scheduled metric, oldest first (computed once per tick)."""
+    per_metric: dict[str, list[Slot]] = {}
+    for scheduled in monitoring.measurements:
+        per_metric.setdefault(scheduled.metric, []).extend(
+            slots(ctx, scheduled, now, monitoring.valid_from))
+    return {metric: sorted(found, key=lambda s: (s.start, s.window.start))
+            for metric, found in sorted(per_metric.items())}
 
 
 def _missed(slot: Slot, now: datetime) -> Finding:
@@ -85,20 +99,19 @@ def _clear(slot: Slot) -> Finding:
                                              "day": slot.day.isoformat()})
 
 
-def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[Finding]:
+def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
+           windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
     """Per metric: the misses since its last filled window, or a clear if the latest is filled."""
     findings: list[Finding] = []
-    for metric in sorted({s.metric for s in monitoring.measurements}):
-        decided = sorted((slot for scheduled in monitoring.measurements if scheduled.metric == metric
-                          for slot in slots(ctx, scheduled, now, monitoring.valid_from)),
-                         key=lambda s: (s.start, s.window.label))
-        if not decided:
+    windows = decided(ctx, monitoring, now) if windows is None else windows
+    for found in windows.values():
+        if not found:
             continue
-        if not decided[-1].missed:
-            findings.append(_clear(decided[-1]))
+        if not found[-1].missed:
+            findings.append(_clear(found[-1]))
             continue
         streak = []
-        for slot in reversed(decided):
+        for slot in reversed(found):
             if not slot.missed:
                 break
             streak.append(slot)

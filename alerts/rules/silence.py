@@ -9,13 +9,13 @@ All are condition rules: self-resolving, and a clear when the condition has gone
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from alerts.models import CitizenContext, DeviceState, Finding, Severity
 from alerts.plans import Monitoring
 from alerts.rules.common import age_s, display, local_date
-from alerts.rules.schedule import Slot, slots
+from alerts.rules.schedule import Slot, decided
 from devices.catalogue import COMPONENTS, DEVICE_MEASUREMENTS, DeviceKind
 
 # The protocol asks a status "at least every few hours" and the reference kit sends one every
@@ -140,16 +140,15 @@ def _online_through(device: DeviceState, since: datetime, now: datetime,
     return offline_since(device, now, ctx) is None and contact is not None and contact >= since
 
 
-def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[Finding]:
+def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
+                  windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
     """A finding per scheduled metric whose last NOT_MEASURING_AFTER windows were all missed
     while a device measuring it was online; a clear when there is none."""
     findings = []
-    for metric in sorted({s.metric for s in monitoring.measurements}):
-        decided: list[Slot] = sorted(
-            (slot for scheduled in monitoring.measurements if scheduled.metric == metric
-             for slot in slots(ctx, scheduled, now, monitoring.valid_from) if slot.deadline <= now),
-            key=lambda s: (s.start, s.window.label))
-        streak = decided[-NOT_MEASURING_AFTER:]
+    windows = decided(ctx, monitoring, now) if windows is None else windows
+    for metric, found in windows.items():
+        passed = [slot for slot in found if slot.deadline <= now]
+        streak = passed[-NOT_MEASURING_AFTER:]
         if len(streak) < NOT_MEASURING_AFTER or not all(s.missed for s in streak):
             continue
         online = [d for d in ctx.devices if measures(d, metric)
@@ -169,7 +168,8 @@ def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime) ->
 
 def evaluate(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
              rules: Sequence[str] = ("device_offline", "battery_low", "invalid_payloads",
-                                     "not_measuring")) -> list[Finding]:
+                                     "not_measuring"),
+             windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
     """All silence findings (and clears) for one citizen at `now`."""
     findings: list[Finding] = []
     if "device_offline" in rules:
@@ -179,5 +179,5 @@ def evaluate(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
     if "invalid_payloads" in rules:
         findings += invalid_payloads(ctx, now)
     if "not_measuring" in rules:
-        findings += not_measuring(ctx, monitoring, now)
+        findings += not_measuring(ctx, monitoring, now, windows)
     return findings
