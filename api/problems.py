@@ -4,6 +4,7 @@ answers every route can give are documented from one table, here too."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -35,6 +36,7 @@ PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 
 # What each status means on this API, for the OpenAPI document.
 _MEANING: dict[int, str] = {
+    400: "The body could not be read as JSON.",
     404: "No such resource (an unknown citizen, device, care team, alert, plan or pause).",
     409: "The request conflicts with the resource's state: resolving a resolved alert, "
          "acknowledging one that is not open, a plan the citizen already follows in that "
@@ -92,6 +94,20 @@ def _errors(exc: RequestValidationError) -> list[dict[str, object]]:
     return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
 
 
+_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
+
+
+def _allowed(request: Request) -> str | None:
+    """The methods the document lists for the request's path; None for a path it does not list."""
+    path = request.scope["path"]
+    for template, item in request.app.openapi()["paths"].items():
+        parts = re.split(r"(\{[^/{}]+\})", template)
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+        if re.fullmatch(pattern, path):
+            return ", ".join(sorted(method.upper() for method in item if method in _METHODS))
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
 
@@ -105,9 +121,15 @@ def install(app: FastAPI) -> None:
                        extra={"errors": _errors(exc)})
 
     @app.exception_handler(HTTPException)
-    async def _http(_r: Request, exc: HTTPException) -> JSONResponse:
-        # Starlette's 405 names the allowed methods in its headers (RFC 9110 requires Allow).
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's 405 names the allowed methods in its headers (RFC 9110 requires Allow),
+        # but only those of the first route on the path: a path served by several routes
+        # (GET and POST /v1/teams) allows the methods of all of them.
+        headers = exc.headers
+        allowed = _allowed(request) if exc.status_code == 405 else None
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

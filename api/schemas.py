@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from api.params import OptionalTime
+from api.params import TIME_PATTERN, parse_time
 
 
 class _Public(BaseModel):
@@ -165,7 +166,32 @@ Outcome = Literal["contacted_citizen", "changed_treatment", "not_actionable", "d
 # Bands and free text as a client may send them: finite, bounded, so that nothing a client
 # sends can overflow a column or come back as a number JSON cannot hold.
 BandValue = Annotated[float, Field(ge=-100_000, le=100_000, allow_inf_nan=False)]
-Note = Annotated[str, Field(max_length=2000)]
+# PostgreSQL text cannot hold NUL: refused as malformed, never sent to the database.
+NO_NUL = "^[^\\x00]*$"
+Note = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
+
+
+# Times a client asks Telecare to store (a plan's start, a pause's end): years up to 9998 as
+# written, so that the stored instant read back in UTC stays inside Python's datetime range
+# whatever the offset (9999-12-31T23:59:59-23:59 is in year 10000 in UTC).
+_ALL_YEARS = "19[7-9][0-9]|[2-9][0-9]{3}"
+STORED_TIME_PATTERN = TIME_PATTERN.replace(
+    _ALL_YEARS, "19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8]", 1)
+assert STORED_TIME_PATTERN != TIME_PATTERN
+_STORED_TIME = re.compile(STORED_TIME_PATTERN[1:-1])
+
+
+def parse_stored_time(value: object) -> datetime:
+    """An RFC 3339 date-time with a UTC offset, years 1970 to 9998 as written."""
+    if not isinstance(value, str) or _STORED_TIME.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset, years 1970 to 9998, "
+                         "e.g. 2026-11-23T08:00:00+01:00")
+    return parse_time(value)
+
+
+OptionalStoredTime = Annotated[datetime | None, PlainValidator(parse_stored_time), WithJsonSchema({
+    "type": "string", "format": "date-time", "pattern": STORED_TIME_PATTERN,
+    "description": "RFC 3339 with a UTC offset (Z or ±hh:mm), years 1970 to 9998 as written"})]
 
 
 class _Request(BaseModel):
@@ -180,7 +206,7 @@ class TeamPublic(_Public):
 
 
 class TeamCreate(_Request):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class CitizenTeamPublic(_Public):
@@ -281,7 +307,7 @@ class ThresholdSet(_Request):
     warning_low: BandValue | None = None
     warning_high: BandValue | None = None
     alert_high: BandValue | None = None
-    valid_from: OptionalTime = Field(default=None, description="default: now")
+    valid_from: OptionalStoredTime = Field(default=None, description="default: now")
     reason: Note | None = None
 
 
@@ -357,7 +383,7 @@ class PlanPublic(_Public):
 
 
 class PlanStart(_Request):
-    valid_from: OptionalTime = Field(default=None, description="default: now")
+    valid_from: OptionalStoredTime = Field(default=None, description="default: now")
     settings: dict[str, Any] = Field(default_factory=dict, max_length=50)
 
 
@@ -381,15 +407,15 @@ class PausePublic(_Public):
 
 
 class PauseCreate(_Request):
-    start: OptionalTime = Field(default=None, description="default: now")
-    end: OptionalTime = Field(default=None, description="exclusive, after start; default: open")
+    start: OptionalStoredTime = Field(default=None, description="default: now")
+    end: OptionalStoredTime = Field(default=None, description="exclusive, after start; default: open")
     reason: PauseReason
     note: Note | None = None
 
 
 class RoleContact(_Request):
     kind: Literal["role"]
-    target: Annotated[str, Field(min_length=1, max_length=200,
+    target: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL,
                                  description="a role on the team, e.g. on_call_nurse")]
 
 
@@ -400,7 +426,7 @@ class WebhookContact(_Request):
 
 class StreamContact(_Request):
     kind: Literal["stream"]
-    target: Annotated[str, Field(min_length=1, max_length=200)]
+    target: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 Contact = Annotated[RoleContact | WebhookContact | StreamContact, Field(discriminator="kind")]

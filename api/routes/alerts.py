@@ -107,7 +107,7 @@ def alert_history(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> list[Al
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=AlertPublic,
-             responses=responses(404, 409, 422))
+             responses=responses(400, 404, 409, 422))
 def acknowledge(alert_id: AlertId, body: AcknowledgeRequest, conn: DbDep, caller: CallerDep,
                 now: NowDep) -> AlertPublic:
     """The caller has seen the alert: it stops escalating. 409 unless it is open."""
@@ -116,7 +116,7 @@ def acknowledge(alert_id: AlertId, body: AcknowledgeRequest, conn: DbDep, caller
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertPublic,
-             responses=responses(404, 409, 422))
+             responses=responses(400, 404, 409, 422))
 def resolve(alert_id: AlertId, body: ResolveRequest, conn: DbDep, caller: CallerDep,
             now: NowDep) -> AlertPublic:
     """Close the alert with an outcome and a note. 409 when it is already resolved."""

@@ -63,7 +63,7 @@ def list_teams(conn: DbDep, _caller: CallerDep) -> list[TeamPublic]:
 
 
 @router.post("/teams", response_model=TeamPublic, status_code=201,
-             responses=responses(409, 422))
+             responses=responses(400, 409, 422))
 def create_team(body: TeamCreate, conn: DbDep, _caller: CallerDep, now: NowDep) -> TeamPublic:
     """A new care team; 409 when the name is taken (or blank)."""
     return _team(service.create_team(conn, body.name, now), 0)
@@ -84,7 +84,7 @@ def citizen_team(citizen_id: UUID, conn: DbDep, _caller: CallerDep) -> CitizenTe
 
 
 @router.put("/citizens/{citizen_id}/team", response_model=CitizenTeamPublic,
-            responses=responses(404, 422))
+            responses=responses(400, 404, 422))
 def assign_team(citizen_id: UUID, body: CitizenTeamAssign, conn: DbDep,
                 _caller: CallerDep) -> CitizenTeamPublic:
     """Put a citizen in a care team; the team takes over the alerts still in hand. 404 for an
@@ -98,12 +98,11 @@ def assign_team(citizen_id: UUID, body: CitizenTeamAssign, conn: DbDep,
 def get_policy(team_id: UUID, conn: DbDep, _caller: CallerDep) -> EscalationPolicyPublic:
     """Who a red alert goes to when nobody acknowledges it, and after how long: the team's own
     chain, or the default one."""
-    service.team(conn, team_id)
-    return _policy(conn, team_id, service.policy_for(conn, team_id))
+    return _policy(conn, team_id, service.get_policy(conn, team_id))
 
 
 @router.put("/teams/{team_id}/escalation-policy", response_model=EscalationPolicyPublic,
-            responses=responses(404, 422))
+            responses=responses(400, 404, 422))
 def set_policy(team_id: UUID, body: EscalationPolicyBody, conn: DbDep, _caller: CallerDep,
                now: NowDep) -> EscalationPolicyPublic:
     """Replace the team's chain: after_s strictly increasing, a webhook step names one of the
@@ -148,7 +147,7 @@ def plan_periods(citizen_id: UUID, plan: PlanName, conn: DbDep,
 
 
 @router.put("/citizens/{citizen_id}/plans/{plan}", response_model=PlanPublic,
-            responses=responses(404, 409, 422))
+            responses=responses(400, 404, 409, 422))
 def start_plan(citizen_id: UUID, plan: PlanName, body: PlanStart, conn: DbDep,
                caller: CallerDep, now: NowDep) -> PlanPublic:
     """The citizen follows `plan` from valid_from (default now) until ended; `settings` override
@@ -223,7 +222,7 @@ def threshold_versions(citizen_id: UUID, metric: MetricCode, conn: DbDep,
 
 
 @router.put("/citizens/{citizen_id}/thresholds/{metric}", response_model=ThresholdVersionPublic,
-            responses=responses(404, 422))
+            responses=responses(400, 404, 422))
 def set_threshold(citizen_id: UUID, metric: MetricCode, body: ThresholdSet, conn: DbDep,
                   caller: CallerDep, now: NowDep) -> ThresholdVersionPublic:
     """The next version of one metric's bands (blood pressure per component: systolic_bp,
@@ -255,7 +254,7 @@ def list_pauses(citizen_id: UUID, conn: DbDep, _caller: CallerDep) -> list[Pause
 
 
 @router.post("/citizens/{citizen_id}/pauses", response_model=PausePublic, status_code=201,
-             responses=responses(404, 422))
+             responses=responses(400, 404, 422))
 def add_pause(citizen_id: UUID, body: PauseCreate, conn: DbDep, caller: CallerDep,
               now: NowDep) -> PausePublic:
     """Hold the citizen's alerts from start (default now) until end (default: until

@@ -71,7 +71,8 @@ def test_teams_are_created_listed_and_take_citizens_with_their_alerts(
              404, "citizen_not_found")
     _problem(client.get(f"/v1/citizens/{uuid4()}/team"), 404, "citizen_not_found")
     _problem(client.get(f"/v1/teams/{uuid4()}"), 404, "care_team_not_found")
-    for body in ({}, {"name": ""}, {"name": "x" * 201}, {"name": "a", "extra": 1}):
+    for body in ({}, {"name": ""}, {"name": "x" * 201}, {"name": "a", "extra": 1},
+                 {"name": "a\x00b"}):  # PostgreSQL text cannot hold NUL
         _problem(client.post("/v1/teams", json=body), 422, "invalid_request")
     _problem(client.put(f"/v1/citizens/{citizen}/team", json={"care_team_id": "x"}), 422)
 
@@ -216,7 +217,9 @@ def test_pauses_are_added_listed_and_cancelled(client: TestClient, citizen: UUID
         422, "invalid_pause")
     _problem(client.post(f"/v1/citizens/{citizen}/pauses", json={
         "reason": "holiday", "end": (NOW - timedelta(hours=1)).isoformat()}), 422, "invalid_pause")
-    for body in ({}, {"reason": "bored"}, {"reason": "holiday", "start": "2026-12-01"}):
+    for body in ({}, {"reason": "bored"}, {"reason": "holiday", "start": "2026-12-01"},
+                 {"reason": "holiday", "note": "\x00"},
+                 {"reason": "holiday", "end": "9999-01-01T00:00:00Z"}):  # 10000 in UTC at -01:00
         _problem(client.post(f"/v1/citizens/{citizen}/pauses", json=body), 422, "invalid_request")
     _problem(client.get(f"/v1/citizens/{citizen}/pauses/0"), 422, "invalid_request")
 
@@ -260,3 +263,16 @@ def test_escalation_policy_defaults_and_is_replaced(client: TestClient, conn: ps
     _problem(client.get(f"/v1/teams/{uuid4()}/escalation-policy"), 404, "care_team_not_found")
     _problem(client.put(f"/v1/teams/{uuid4()}/escalation-policy", json={"steps": steps}), 404,
              "care_team_not_found")
+
+
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/v1/teams", "GET, POST"),
+    ("/v1/citizens/{citizen}/plans/copd", "DELETE, GET, PUT"),
+    ("/v1/citizens/{citizen}/pauses/1", "DELETE, GET"),
+    ("/v1/alerts/1/resolve", "POST"),
+])
+def test_method_not_allowed_names_every_method_of_the_path(client: TestClient, citizen: UUID,
+                                                          path: str, allowed: str) -> None:
+    response = client.request("PATCH", path.format(citizen=citizen))
+    _problem(response, 405)
+    assert response.headers["allow"] == allowed

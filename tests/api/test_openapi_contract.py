@@ -22,6 +22,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis.core.parameters import ParameterLocation
 
+from alerts import service as alerts_service
+from alerts.errors import InvalidPlan
+from alerts.models import Finding, Severity
+from alerts.plans import validate_settings
 from api.app import create_app
 from api.routes.readings import DEFAULT_RANGE, MAX_BUCKETS
 from core.db import open_pool
@@ -43,6 +47,11 @@ CONFIG = schemathesis.Config.from_dict({
     "checks": {"enabled": True, "max_response_time": 10.0},
 })
 READINGS = "/v1/citizens/{citizen_id}/readings"
+THRESHOLD = "/v1/citizens/{citizen_id}/thresholds/{metric}"
+PAUSES = "/v1/citizens/{citizen_id}/pauses"
+PLAN = "/v1/citizens/{citizen_id}/plans/{plan}"
+POLICY = "/v1/teams/{team_id}/escalation-policy"
+BANDS = ("alert_low", "warning_low", "warning_high", "alert_high")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -76,6 +85,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", ENTRY, config=CONFIG)
 class Seeded:
     citizen_id: UUID
     device_id: str
+    team_id: UUID
+    alert_id: int
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +118,22 @@ def _seed(database: str) -> Seeded:
             process_batch(conn, [Inbound(f"telecare/v1/{device}/readings", message.encode(), NOW),
                                  Inbound("telecare/v1/contract-x/readings", b"{nope", NOW)],
                           limits)
-    return Seeded(citizen, device)
+        team = alerts_service.create_team(conn, "Contract Team", NOW)
+        alerts_service.assign_citizen(conn, citizen, team.id)
+        alerts_service.record_findings(conn, citizen, team.id, [Finding(
+            rule="threshold:systolic_bp", severity=Severity.RED, occurrence="contract",
+            measured_at=NOW - timedelta(hours=1), summary="systolic high",
+            explanation={"metric": "systolic_bp", "value": 190})], NOW)
+        row = conn.execute("SELECT id FROM alerts WHERE citizen_id = %s", (citizen,)).fetchone()
+        assert row is not None
+    return Seeded(citizen, device, team.id, int(row[0]))
 
 
 @schema.parametrize()
 def test_every_answer_is_documented_and_true(case: schemathesis.Case, api: Seeded) -> None:
     _aim_at_seeded(case, api)
     response = case.call()
-    refusal = _contradiction(case)
+    refusal = _contradiction(case, api)
     if refusal is None:
         case.validate_response(response)
         return
@@ -130,18 +149,58 @@ def _aim_at_seeded(case: schemathesis.Case, seeded: Seeded) -> None:
     data are checked as well as 404s. Invalid ids are left as generated."""
     if case.meta is None or case.meta.is_negative_at(ParameterLocation.PATH):
         return
-    known = {"citizen_id": str(seeded.citizen_id), "device_id": seeded.device_id}
+    known: dict[str, str | int] = {
+        "citizen_id": str(seeded.citizen_id), "device_id": seeded.device_id,
+        "team_id": str(seeded.team_id), "alert_id": seeded.alert_id}
     for name, value in list(case.path_parameters.items()):
-        if name in known and isinstance(value, str) and zlib.crc32(value.encode()) % 2 == 0:
+        if name in known and zlib.crc32(str(value).encode()) % 2 == 0:
             case.path_parameters[name] = known[name]
 
 
-def _contradiction(case: schemathesis.Case) -> str | None:
-    """The refusal a readings query must get when its well-formed parameters contradict each
-    other, worked out apart from the API's own parsers; None for any other request (or one this
+def _contradiction(case: schemathesis.Case, seeded: Seeded) -> str | None:
+    """The refusal a request must get when its well-formed parameters contradict each other,
+    worked out apart from the API's own parsers; None for any other request (or one this
     cannot read: then every check judges the answer)."""
-    if case.operation.path != READINGS or case.meta is None or case.meta.generation.mode.is_negative:
+    if case.meta is None or case.meta.generation.mode.is_negative:
         return None
+    if case.operation.path == READINGS:
+        return _readings_contradiction(case)
+    # Contradictions in a body are found only once the path names something that exists.
+    params = case.path_parameters or {}
+    body = case.body if isinstance(case.body, dict) else None
+    if body is None or case.operation.method.upper() not in ("PUT", "POST"):
+        return None
+    if params.get("citizen_id") == str(seeded.citizen_id):
+        return _citizen_contradiction(case.operation.path, params, body)
+    if case.operation.path == POLICY and params.get("team_id") == str(seeded.team_id):
+        times = [step["after_s"] for step in body.get("steps", [])]
+        webhook = any(step["contact"]["kind"] == "webhook" for step in body.get("steps", []))
+        if webhook or any(b <= a for a, b in zip(times, times[1:], strict=False)):
+            return "invalid_escalation_policy"  # the seeded team has no webhooks
+    return None
+
+
+def _citizen_contradiction(path: str, params: dict[str, Any], body: dict[str, Any]) -> str | None:
+    try:
+        if path == THRESHOLD:
+            given = [body[name] for name in BANDS if body.get(name) is not None]
+            if not given or any(b <= a for a, b in zip(given, given[1:], strict=False)):
+                return "invalid_thresholds"
+        if path == PAUSES and body.get("end") is not None:
+            start = _time(body["start"]) if body.get("start") is not None else NOW
+            if _time(body["end"]) <= start:
+                return "invalid_pause"
+    except (ValueError, OverflowError):
+        return None
+    if path == PLAN and body.get("settings"):
+        try:
+            validate_settings(str(params["plan"]), body["settings"])
+        except InvalidPlan:
+            return "invalid_plan"
+    return None
+
+
+def _readings_contradiction(case: schemathesis.Case) -> str | None:
     query = case.query or {}
     try:
         end = _time(query["end"]) if "end" in query else NOW
