@@ -231,3 +231,27 @@ def test_a_stop_ends_the_engine_within_its_bound(db: str) -> None:
     stop.set()
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - started < 2
+
+
+def test_a_database_restart_costs_a_retry_and_the_engine_resumes(own_postgres: Any) -> None:
+    dsn = own_postgres.dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        device, citizen = enrolled(conn)
+
+    def systolic_count() -> int:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return int(scalar(conn, "SELECT coalesce(max(count), 0) FROM alerts "
+                              "WHERE rule = 'threshold:systolic_bp'"))
+
+    with running_engine(dsn, system_clock) as engine:
+        wait_for(engine.leading.is_set, timeout=10, what="engine leading")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            store(conn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
+        wait_for(lambda: systolic_count() == 1, timeout=10, what="the first alert")
+        own_postgres.restart(down_for=2.0)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            store(conn, bp_rows(device, citizen, datetime.now(UTC), 2, systolic=200))
+        wait_for(lambda: systolic_count() == 2, timeout=30, what="the alert after the restart")
+        assert engine.counters.retries >= 1 and engine.counters.leader_sessions >= 2
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert scalar(conn, "SELECT count(*) FROM evaluation_queue") == 0

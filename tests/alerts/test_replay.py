@@ -182,3 +182,24 @@ def test_a_period_must_be_ordered_and_aware() -> None:
         ReplayRequest(start=BASE, end=BASE)
     with pytest.raises(ValueError, match="offset"):
         ReplayRequest(start=BASE.replace(tzinfo=None), end=BASE + timedelta(days=1))
+
+
+def test_the_replay_command_prints_its_run(db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from telecare.cli import main
+
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, BASE + timedelta(hours=1), 1, systolic=200))
+    dbconn.execute("DELETE FROM evaluation_queue")
+    monkeypatch.setenv("TELECARE_DATABASE_URL", db)
+    assert main(["alerts", "replay", "--from", BASE.isoformat(),
+                 "--to", (BASE + timedelta(hours=3)).isoformat(), "--citizen", str(citizen),
+                 "--thresholds", '{"diastolic_bp": {"warning_high": 70, "alert_high": 75}}',
+                 "--tick-s", "3600"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["citizens"] == 1 and printed["items"] == 3
+    assert printed["by_rule"]["threshold:systolic_bp red"] == 1
+    assert printed["by_rule"]["threshold:diastolic_bp red"] == 1  # 80 over the proposed 75
+    assert scalar(dbconn, "SELECT count(*) FROM replay_alerts WHERE run_id = %s",
+                  printed["run_id"]) == printed["alerts"]
+    assert scalar(dbconn, "SELECT count(*) FROM alerts") == 0
