@@ -162,3 +162,15 @@ def test_implausible_vitals_take_no_part() -> None:
 def test_no_news2_for_plans_without_it() -> None:
     new = _vitals({"spo2": 80.0, "pulse_rate": 140.0})
     assert [f for f in evaluate_new(context(("diabetes",), new=new), NOW) if f.rule == "news2"] == []
+
+
+def test_one_measurement_split_over_two_batches_gives_the_same_finding() -> None:
+    spo2, pulse = reading("spo2", 85.0, device="ox"), reading("pulse_rate", 135.0, device="ox")
+    history = (spo2, pulse)
+    first = [f for f in evaluate_new(context(("copd",), readings=history, new=(spo2,)), NOW)
+             if f.rule == "news2"]
+    second = [f for f in evaluate_new(context(("copd",), readings=history, new=(pulse,)), NOW)
+              if f.rule == "news2"]
+    both = [f for f in evaluate_new(context(("copd",), new=(spo2, pulse)), NOW) if f.rule == "news2"]
+    assert [f.occurrence for f in first] == [f.occurrence for f in second] == [f.occurrence for f in both]
+    assert first[0].explanation == second[0].explanation == both[0].explanation
