@@ -31,7 +31,8 @@ from tests.deploy import mosquitto_conf
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "scripts" / "make-certs"
 ACL = REPO / "deploy" / "acl"
-PASSWORDS = {"ingest": "ingest-secret", "alerts": "alerts-secret", "dev-A": "dev-a-secret", "dev-B": "dev-b-secret"}
+PASSWORDS = {"ingest": "ingest-secret", "alerts": "alerts-secret", "dev-A": "dev-a-secret",
+             "dev-B": "dev-b-secret"}
 WAIT_S = 10.0
 SUCCESS, GRANTED_QOS_1, NOT_AUTHORIZED = 0, 1, 135
 READINGS_A, COMMANDS_A = "telecare/v1/dev-A/readings", "telecare/v1/dev-A/commands"
