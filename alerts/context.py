@@ -86,8 +86,10 @@ class CitizenHistory:
         return tuple(self.events[lo:bisect_right(self._event_times, until)])
 
     def plans_at(self, at: datetime) -> dict[str, dict[str, Any]]:
-        return {p.plan: p.settings for p in sorted(self.plans, key=lambda p: p.plan)
-                if p.covers(at)}
+        """Settings of the plans in force at `at`; a plan's start bounds what counts as missed
+        (a citizen enrolled today has missed nothing from before), unless settings say more."""
+        return {p.plan: {"valid_from": p.start, **p.settings}
+                for p in sorted(self.plans, key=lambda p: p.plan) if p.covers(at)}
 
     def thresholds_at(self, at: datetime) -> dict[str, Threshold]:
         """The newest version valid at `at`, per metric."""
