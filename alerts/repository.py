@@ -19,13 +19,11 @@ from psycopg.types.json import Jsonb
 
 from alerts.lifecycle import AlertState, AlertStatus, HistoryEntry
 from alerts.models import Bands, Finding, Severity, Threshold
+from core import locks
 
 Conn = psycopg.Connection[Any]
 Query = str | sql.Composed
 
-# Class of the per-citizen alert lock (two-int advisory keys live apart from core.locks'
-# single bigint keys): one writer at a time decides whether a citizen's finding opens an alert.
-CITIZEN_ALERTS_LOCK_CLASS = 0x7E1E_CA92
 
 ALERT_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in (
     "id", "citizen_id", "care_team_id", "rule", "severity", "state", "count", "first_measured_at",
@@ -365,7 +363,7 @@ def _alert_params(state: AlertState) -> dict[str, Any]:
 
 def lock_citizen_alerts(conn: Conn, citizen_id: UUID) -> None:
     """Hold the citizen's alert decisions until this transaction ends."""
-    conn.execute(LOCK_CITIZEN_ALERTS, (CITIZEN_ALERTS_LOCK_CLASS, str(citizen_id)))
+    conn.execute(LOCK_CITIZEN_ALERTS, (locks.CITIZEN_ALERTS_CLASS, str(citizen_id)))
 
 
 def active_alerts(conn: Conn, citizen_id: UUID, rules: Sequence[str]) -> dict[str, AlertState]:

@@ -6,3 +6,6 @@ MIGRATIONS = 0x7E1E_CA8E  # one migrating process at a time
 PAIRINGS = 0x7E1E_CA90  # shared by ingest batches, exclusive for a pairing change
 MAINTENANCE = 0x7E1E_CA8F  # one maintenance run at a time
 ALERTS_LEADER = 0x7E1E_CA91  # held for its session by the one leading `telecare alerts`
+# The class of a two-int key (class, hash of a citizen), a key space apart from the single keys
+# above: one writer at a time decides whether a citizen's finding opens an alert.
+CITIZEN_ALERTS_CLASS = 0x7E1E_CA92
