@@ -13,6 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 Conn = psycopg.Connection[Any]
+AsyncConn = psycopg.AsyncConnection[Any]
 
 # alert_history's trigger notifies this channel with the history id at each commit.
 LISTEN_ALERT_CHANGES = "LISTEN telecare_alert_changes"
@@ -75,6 +76,10 @@ def listen_alert_changes(conn: Conn) -> None:
     conn.execute(LISTEN_ALERT_CHANGES)
 
 
+async def listen_alert_changes_async(conn: AsyncConn) -> None:
+    await conn.execute(LISTEN_ALERT_CHANGES)
+
+
 def care_team_exists(conn: Conn, team_id: UUID) -> bool:
     return conn.execute(CARE_TEAM_EXISTS, (team_id,)).fetchone() is not None
 
@@ -89,6 +94,13 @@ def events_by_id(conn: Conn, history_ids: Sequence[int]) -> list[dict[str, Any]]
     """The alert changes with these history ids (the ones committed), oldest first."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(EVENTS_BY_ID, (list(history_ids),)).fetchall()
+
+
+async def events_by_id_async(conn: AsyncConn, history_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """events_by_id on an async connection (the API's stream)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(EVENTS_BY_ID, (list(history_ids),))
+        return await cur.fetchall()
 
 
 def event_data(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from api import problems
 from api.deps import current_caller
-from api.routes import alerts, care, dead_letters, devices, health, readings
+from api.routes import alert_stream, alerts, care, dead_letters, devices, health, readings
 from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
@@ -50,4 +50,5 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     for router in (readings.router, devices.router, dead_letters.router, alerts.router,
                    care.router):
         app.include_router(router, prefix="/v1")
+    app.include_router(alert_stream.router, prefix="/v1")
     return app

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from core.settings import Settings
 from devices import service
 from devices.models import Device
 from ingest.screen import NO_HOME_SCREEN, ScreenSender, screen_command
+from ingest.wire import CommandV1, ScreenMessageCommandV1
 from simulators.fleet import FleetReport, SimDevice
 from simulators.groundtruth import GroundTruth
 from simulators.population import build_fleet
@@ -236,3 +238,11 @@ def test_a_row_becomes_the_protocol_message() -> None:
         "v": 1, "type": "reminder", "id": 7, "created_at": "2026-11-20T12:00:00Z",
         "text": "Measure your weight", "alert_id": 3,
         "data": {"metric": "body_weight", "due": 2}}
+
+
+def test_the_protocol_documents_a_screen_message_the_wire_model_accepts() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = text.split("## Messages to the home screen", 1)[1]
+    example = section.split("```json", 1)[1].split("```", 1)[0]
+    command = CommandV1.model_validate_json(example).root
+    assert isinstance(command, ScreenMessageCommandV1) and command.type == "seen"

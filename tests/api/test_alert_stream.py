@@ -1,0 +1,240 @@
+"""The care team's alert stream over a real HTTP server (uvicorn) and the real database: live
+changes of the team only, resumption with Last-Event-ID, heartbeats, a slow client cut off
+without holding up the others, 404 for an unknown team."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.routes.alert_stream import AlertStreamHub
+from core.db import open_pool
+from core.settings import Settings
+from telecare.embedded import free_port
+from tests.alerts import delivery_data as data
+from tests.conftest import only_on, wait_for
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+PG = only_on("postgres")  # the stream does not depend on the storage backend
+
+
+@dataclass
+class Server:
+    url: str
+    app: FastAPI
+
+
+@pytest.fixture
+def server(database: str) -> Iterator[Server]:
+    """The API under uvicorn on a free port, with a hub that beats every 0.2 s and lets a
+    client fall at most 2,000 events behind."""
+    pool = open_pool(database, max_size=4)
+    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
+    app.state.alert_stream = AlertStreamHub(database, queue_max=2000, heartbeat_s=0.2)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                       lifespan="on"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: uv.started, 10, "uvicorn to start")
+    yield Server(f"http://127.0.0.1:{port}", app)
+    uv.should_exit = True
+    thread.join(10)
+    pool.close()
+
+
+@dataclass
+class Event:
+    id: int
+    event: str
+    data: dict[str, Any]
+    received: float
+
+
+@dataclass
+class StreamClient:
+    """Reads one SSE stream in a thread, keeping events and comment lines."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+    status: int | None = None
+
+    def start(self) -> StreamClient:
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for(lambda: bool(self.comments) or self.ended.is_set(), 10, "the stream to open")
+        return self
+
+    def _read(self) -> None:
+        try:
+            with httpx.Client(timeout=httpx.Timeout(30, read=None)) as http, \
+                    http.stream("GET", self.url, headers=self.headers) as response:
+                self.status = response.status_code
+                fields: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if self.ended.is_set():
+                        return
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                    elif line == "":
+                        if "id" in fields:
+                            self.events.append(Event(int(fields["id"]), fields["event"],
+                                                     json.loads(fields["data"]),
+                                                     time.monotonic()))
+                        fields = {}
+                    else:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ended.set()
+
+    def ids(self) -> list[int]:
+        return [e.id for e in self.events]
+
+    def close(self) -> None:
+        self.ended.set()
+
+
+def _team_alert(conn: psycopg.Connection[Any]) -> tuple[UUID, int]:
+    team = data.care_team(conn)
+    citizen = data.team_citizen(conn, team)
+    return team, data.open_alert(conn, citizen, team, NOW)
+
+
+@PG
+def test_an_unknown_team_is_a_404_problem(server: Server) -> None:
+    response = httpx.get(f"{server.url}/v1/teams/{uuid4()}/alerts/stream", timeout=10)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@PG
+def test_a_negative_last_event_id_is_a_422_problem(server: Server,
+                                                   conn: psycopg.Connection[Any]) -> None:
+    team, _ = _team_alert(conn)
+    response = httpx.get(f"{server.url}/v1/teams/{team}/alerts/stream",
+                         headers={"Last-Event-ID": "-1"}, timeout=10)
+    assert response.status_code == 422
+
+
+@PG
+def test_the_team_gets_its_changes_live_and_no_other_teams(
+        server: Server, conn: psycopg.Connection[Any]) -> None:
+    team, alert = _team_alert(conn)
+    other_team, other_alert = _team_alert(conn)
+    stream = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream").start()
+    try:
+        latencies = []
+        ids = []
+        for action, other in (("opened", True), ("worsened", False), ("acknowledged", True)):
+            if other:
+                data.history(conn, other_alert, other_team, NOW, action)
+            committed = time.monotonic()
+            ids.append(data.history(conn, alert, team, NOW, action,
+                                    pushed=action != "acknowledged"))
+            wait_for(lambda: len(stream.events) == len(ids), 5, f"the {action} event")
+            latencies.append(stream.events[-1].received - committed)
+        wait_for(lambda: len(stream.comments) >= 3, 5, "heartbeats")
+    finally:
+        stream.close()
+    assert stream.status == 200
+    assert stream.ids() == ids
+    assert [e.event for e in stream.events] == ["opened", "worsened", "acknowledged"]
+    first = stream.events[0].data
+    assert first["alert_id"] == alert and first["history_id"] == ids[0]
+    assert first["care_team_id"] == str(team) and first["rule"] == "emergency_button"
+    assert first["severity"] == "red" and first["state"] == "open"
+    assert first["is_current"] is True and first["pushed"] is True
+    assert first["summary"] == "emergency_button raised" and first["at"] == NOW.isoformat()
+    assert stream.events[2].data["pushed"] is False
+    assert any(c.startswith(": heartbeat") for c in stream.comments)
+    # Informal: commit -> event on the stream, on this machine.
+    print(f"commit -> SSE latency: max {max(latencies) * 1000:.1f} ms")
+    assert max(latencies) < 0.5
+
+
+@PG
+def test_a_reconnecting_client_gets_what_it_missed_then_live_changes_once(
+        server: Server, conn: psycopg.Connection[Any]) -> None:
+    team, alert = _team_alert(conn)
+    first = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream").start()
+    seen = data.history(conn, alert, team, NOW, "opened")
+    wait_for(lambda: first.ids() == [seen], 5, "the first event")
+    first.close()
+    missed = [data.history(conn, alert, team, NOW, a) for a in ("repeated", "worsened")]
+    for headers, url in (({"Last-Event-ID": str(seen)}, ""), ({}, f"?last_event_id={seen}")):
+        again = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream{url}", headers).start()
+        try:
+            wait_for(lambda: again.ids() == missed, 5, "the missed events")  # noqa: B023
+            live = data.history(conn, alert, team, NOW, "escalated")
+            wait_for(lambda: again.ids() == [*missed, live], 5, "the live one")  # noqa: B023
+            time.sleep(0.3)
+            assert again.ids() == [*missed, live]  # nothing twice
+        finally:
+            again.close()
+        missed = [*missed, live]
+
+
+@PG
+def test_a_slow_client_is_cut_off_without_holding_up_the_others_and_resumes(
+        server: Server, conn: psycopg.Connection[Any], database: str) -> None:
+    team, alert = _team_alert(conn)
+    fast = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream").start()
+    slow = _silent_client(server, team)
+    try:
+        time.sleep(0.3)  # subscribed
+        # Far more than the socket buffers hold, so that the slow client's queue overflows.
+        rows = conn.execute(
+            "INSERT INTO alert_history (alert_id, care_team_id, at, action, actor, severity,"
+            " state, pushed) SELECT %s, %s, %s, 'repeated', 'engine', 'red', 'open', true"
+            " FROM generate_series(1, 20000) RETURNING id", (alert, team, NOW)).fetchall()
+        ids = [r[0] for r in rows]
+        wait_for(lambda: len(fast.events) == len(ids), 60, "the fast client to get them all")
+        assert fast.ids() == ids
+        # The slow one was cut off: its connection is closed by the server.
+        slow.settimeout(30)
+        total = 0
+        while chunk := slow.recv(1 << 20):
+            total += len(chunk)
+        assert total > 0
+    finally:
+        fast.close()
+        slow.close()
+    resumed = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream",
+                           {"Last-Event-ID": str(ids[9999])}).start()
+    try:
+        wait_for(lambda: len(resumed.events) == 10000, 30, "the resumed client's backlog")
+        assert resumed.ids() == ids[10000:]
+    finally:
+        resumed.close()
+    hub: AlertStreamHub = server.app.state.alert_stream
+    wait_for(lambda: hub._task is None, 5, "the hub to stop listening once nobody listens")
+
+
+def _silent_client(server: Server, team: UUID) -> socket.socket:
+    """A client that asks for the stream and then reads nothing, with a small receive window."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET /v1/teams/{team}/alerts/stream HTTP/1.1\r\nHost: {host}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    return sock
