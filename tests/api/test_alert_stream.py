@@ -9,8 +9,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -20,13 +21,20 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from alerts import service as alerts_service
+from alerts.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from api.app import create_app
 from api.routes.alert_stream import AlertStreamHub
+from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.settings import Settings
+from simulators.fleet import SimDevice
+from telecare.alerting import run_alerting
 from telecare.embedded import free_port
 from tests.alerts import delivery_data as data
-from tests.conftest import only_on, wait_for
+from tests.alerts.test_webhooks import Receiver
+from tests.conftest import Publisher, new_device, only_on, wait_for
+from tests.ingest.test_screen import screen  # noqa: F401 - a fixture used below
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 PG = only_on("postgres")  # the stream does not depend on the storage backend
@@ -40,10 +48,16 @@ class Server:
 
 @pytest.fixture
 def server(database: str) -> Iterator[Server]:
-    """The API under uvicorn on a free port, with a hub that beats every 0.2 s and lets a
-    client fall at most 2,000 events behind."""
+    """The API under uvicorn on a free port, its clock at NOW, with a hub that beats every
+    0.2 s and lets a client fall at most 2,000 events behind."""
+    with serving(database, lambda: NOW) as running:
+        yield running
+
+
+@contextmanager
+def serving(database: str, clock: Clock) -> Iterator[Server]:
     pool = open_pool(database, max_size=4)
-    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
+    app = create_app(Settings(database_url=database), pool=pool, clock=clock)
     app.state.alert_stream = AlertStreamHub(database, queue_max=2000, heartbeat_s=0.2)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -238,3 +252,81 @@ def _silent_client(server: Server, team: UUID) -> socket.socket:
     sock.sendall(f"GET /v1/teams/{team}/alerts/stream HTTP/1.1\r\nHost: {host}\r\n"
                  "Accept: text/event-stream\r\n\r\n".encode())
     return sock
+
+
+# --- end to end: MQTT -> ingest -> engine -> SSE, webhook, screen ----------------------------
+
+@PG
+def test_end_to_end_button_and_breach_reach_the_stream_a_webhook_and_the_screen(
+        settings: Settings, conn: psycopg.Connection[Any], database: str, worker: Any,
+        publisher: Publisher, screen: tuple[SimDevice, UUID]) -> None:  # noqa: F811
+    sim, citizen = screen
+    now = system_clock()
+    team = alerts_service.create_team(conn, f"team-{uuid4().hex[:8]}", now).id
+    alerts_service.assign_citizen(conn, citizen, team)
+    alerts_service.set_plan(conn, citizen, "hypertension", now - timedelta(days=1), "test", now)
+    button, _ = new_device(conn, "emergency_button", citizen)
+    bp, _ = new_device(conn, "bp_monitor", citizen)
+    receiver = Receiver([500, 200])
+    alerts_service.add_webhook(conn, team, receiver.url, "hook-secret", now)
+    stop = threading.Event()
+    alerting = threading.Thread(target=run_alerting,
+                                args=(settings.model_copy(update={"alerts_tick_s": 1.0}), stop),
+                                daemon=True)
+    alerting.start()
+    try:
+        with serving(database, system_clock) as api:
+            stream = StreamClient(f"{api.url}/v1/teams/{team}/alerts/stream").start()
+            pressed = time.monotonic()
+            at = system_clock()
+            publisher.publish(button, "events", json.dumps({
+                "v": 1, "device_id": button, "sent_at": at.isoformat(), "events": [
+                    {"seq": 1, "measured_at": at.isoformat(), "type": "emergency_button",
+                     "data": {}}]}))
+            wait_for(lambda: _rules(stream) >= {"emergency_button"}, 20, "the button alert")
+            button_latency = time.monotonic() - pressed
+            at = system_clock()
+            publisher.publish(bp, "readings", json.dumps({
+                "v": 1, "device_id": bp, "sent_at": at.isoformat(), "readings": [
+                    {"seq": 1, "measured_at": at.isoformat(), "type": "blood_pressure",
+                     "values": {"systolic": 230, "diastolic": 95, "pulse": 80}}]}))
+            wait_for(lambda: "threshold:systolic_bp" in _rules(stream), 20, "the breach alert")
+            breach = next(e for e in stream.events if e.data["rule"] == "threshold:systolic_bp")
+            # The webhook: the first change answered 500, retried after about a second, taken.
+            wait_for(lambda: _delivered(conn, team) >= 2, 20, "both webhooks delivered")
+            # The nurse acknowledges the breach: the citizen's screen is told she has seen it.
+            response = httpx.post(f"{api.url}/v1/alerts/{breach.data['alert_id']}/acknowledge",
+                                  json={}, timeout=10)
+            assert response.status_code == 200, response.text
+            wait_for(lambda: any(m.type == "seen" for m in
+                                 sim.report.screen_messages.get(sim.spec.id, {}).values()),
+                     20, "the seen message on the screen")
+            wait_for(lambda: "acknowledged" in [e.event for e in stream.events], 10, "the ack")
+            stream.close()
+    finally:
+        stop.set()
+        alerting.join(30)
+        receiver.close()
+    assert not alerting.is_alive()
+    deliveries = [h[DELIVERY_HEADER] for h, _ in receiver.requests]
+    assert deliveries.count(deliveries[0]) == 2, "the one answered 500 was not retried"
+    for headers, body in receiver.requests:
+        assert verify("hook-secret", body, headers[SIGNATURE_HEADER], system_clock())
+    attempts = conn.execute("SELECT status_code FROM webhook_attempts WHERE delivery_id = %s"
+                            " ORDER BY id", (int(deliveries[0]),)).fetchall()
+    assert [a[0] for a in attempts] == [500, 200]
+    seen = next(m for m in sim.report.screen_messages[sim.spec.id].values() if m.type == "seen")
+    assert seen.alert_id == breach.data["alert_id"]
+    print(f"emergency button -> SSE {button_latency * 1000:.0f} ms")
+
+
+def _delivered(conn: psycopg.Connection[Any], team: UUID) -> int:
+    row = conn.execute("SELECT count(*) FROM webhook_deliveries d JOIN webhooks w ON"
+                       " w.id = d.webhook_id WHERE w.care_team_id = %s AND d.state = 'delivered'",
+                       (team,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _rules(stream: StreamClient) -> set[str]:
+    return {e.data["rule"] for e in stream.events if e.event == "opened"}
