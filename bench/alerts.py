@@ -122,6 +122,7 @@ def start_api(dsn: str, port: int, root: str, logdir: Path) -> tuple[subprocess.
 
 
 def queued(conn: psycopg.Connection[Any]) -> int:
+    """Items the engine has not evaluated yet."""
     row = conn.execute("SELECT count(*) FROM evaluation_queue").fetchone()
     return int(row[0]) if row else 0
 
@@ -173,6 +174,7 @@ def drain(system: str, workers: int, port: int, dsn: str, devices: list[str], me
 
 
 def plan_citizens(dsn: str, devices: list[str], plan: str, team: UUID) -> None:
+    """Put the holders of `devices` on `plan` (from 5 minutes ago) and in `team`."""
     now = datetime.now(UTC)
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute("SELECT DISTINCT citizen_id FROM device_pairings "
@@ -410,6 +412,8 @@ def _collect(out: Any, *latencies: Latency, grace_s: float = GRACE_S) -> tuple[i
 
 @contextmanager
 def bench_setup(devices: int, citizens: int) -> Iterator[tuple[str, list[str], UUID, list[Citizen]]]:
+    """A fresh database: bench.ingest's scales (heart-failure plan) and `citizens` on a COPD
+    plan, all in one care team; (dsn, scale ids, team, COPD citizens)."""
     with bench_database(devices) as (dsn, scales):
         with psycopg.connect(dsn, autocommit=True) as conn:
             team = alerts_service.create_team(conn, "Bench team", datetime.now(UTC)).id
