@@ -1,5 +1,6 @@
-"""Alert benchmark: ingest with the alert engine running against the bare baseline, and
-publish -> SSE latency of alerts, measured in one run.
+"""Alert benchmark: ingest with the alert engine vs the bare baseline; publish -> SSE latency.
+
+Measured in one run:
 
   * throughput: as bench/ingest.py (its helpers, imported): N messages wait at the broker
     while the workers are paused, then drain; for the baseline, Telecare's ingest alone, and
@@ -436,7 +437,8 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, default=None,
                         help="keep the workers', engine's and API's logs in this directory")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 3,000 messages, 1 worker, 1 drain, 500/s for 5 s")
+                        help="smoke run: 3,000 messages, 1 worker, 1 drain, 500/s for 5 s "
+                             "(2%% out of band)")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.workers, args.repeat = 3000, [1], 1
