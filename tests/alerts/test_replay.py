@@ -6,6 +6,7 @@ history, no webhook delivery, no screen message, no notification."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,10 +193,18 @@ def test_the_replay_command_prints_its_run(db: str, dbconn: Conn, monkeypatch: p
     store(dbconn, bp_rows(device, citizen, BASE + timedelta(hours=1), 1, systolic=200))
     dbconn.execute("DELETE FROM evaluation_queue")
     monkeypatch.setenv("TELECARE_DATABASE_URL", db)
-    assert main(["alerts", "replay", "--from", BASE.isoformat(),
-                 "--to", (BASE + timedelta(hours=3)).isoformat(), "--citizen", str(citizen),
-                 "--thresholds", '{"diastolic_bp": {"warning_high": 70, "alert_high": 75}}',
-                 "--tick-s", "3600"]) == 0
+    # The command configures logging onto the captured stderr: put the handlers back after,
+    # or later tests log onto a closed stream.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(["alerts", "replay", "--from", BASE.isoformat(),
+                     "--to", (BASE + timedelta(hours=3)).isoformat(), "--citizen", str(citizen),
+                     "--thresholds", '{"diastolic_bp": {"warning_high": 70, "alert_high": 75}}',
+                     "--tick-s", "3600"]) == 0
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     printed = json.loads(capsys.readouterr().out)
     assert printed["citizens"] == 1 and printed["items"] == 3
     assert printed["by_rule"]["threshold:systolic_bp red"] == 1
