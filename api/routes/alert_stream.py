@@ -103,8 +103,11 @@ class AlertStreamHub:
         try:
             await asyncio.wait_for(self._ready.wait(), LISTEN_READY_TIMEOUT_S)
         except TimeoutError:
+            subscriber.end("hub_not_ready")
+        if subscriber.ended is not None:
             await self.unsubscribe(subscriber)
-            raise
+            # Answered 503 with Retry-After (api/problems.py), like any database outage.
+            raise psycopg.OperationalError("the alert stream cannot listen to the database")
         return subscriber
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -141,6 +144,7 @@ class AlertStreamHub:
         # client ends and resumes from its Last-Event-ID.
         for subscriber in list(self._subscribers):
             subscriber.end("hub_lost")
+        self._ready.set()  # wakes a subscribe waiting for a LISTEN that never came
 
     async def _fan_out(self, reader: psycopg.AsyncConnection[Any], ids: asyncio.Queue[int]) -> None:
         while True:

@@ -330,3 +330,14 @@ def _delivered(conn: psycopg.Connection[Any], team: UUID) -> int:
 
 def _rules(stream: StreamClient) -> set[str]:
     return {e.data["rule"] for e in stream.events if e.event == "opened"}
+
+
+@PG
+def test_a_stream_that_cannot_listen_is_a_503_problem(server: Server,
+                                                      conn: psycopg.Connection[Any]) -> None:
+    team, _ = _team_alert(conn)
+    server.app.state.alert_stream = AlertStreamHub("postgresql://nobody@127.0.0.1:1/none")
+    response = httpx.get(f"{server.url}/v1/teams/{team}/alerts/stream", timeout=20)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
