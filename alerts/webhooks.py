@@ -107,9 +107,9 @@ def _attempt(conn: psycopg.Connection[Any], client: httpx.Client, delivery: dict
         repo.settle_delivery(conn, delivery["id"], state="failed", attempts=attempts,
                              next_attempt_at=now, delivered_at=None)
         return
-    events = repo.events_by_id(conn, [delivery["history_id"]])
-    body = json.dumps(repo.event_data(events[0]), separators=(",", ":")).encode()
-    status, error, duration_ms = _post(client, delivery, body, now)
+    event = repo.event_data(repo.events_by_id(conn, [delivery["history_id"]])[0])
+    body = json.dumps(event, separators=(",", ":")).encode()
+    status, error, duration_ms = _post(client, delivery, event["action"], body, now)
     repo.record_attempt(conn, delivery["id"], now, status, error, duration_ms)
     if status is not None and 200 <= status < 300:
         repo.settle_delivery(conn, delivery["id"], state="delivered", attempts=attempts,
@@ -124,12 +124,13 @@ def _attempt(conn: psycopg.Connection[Any], client: httpx.Client, delivery: dict
                 status if status is not None else error, "; giving up" if gave_up else "")
 
 
-def _post(client: httpx.Client, delivery: dict[str, Any], body: bytes, now: datetime
-          ) -> tuple[int | None, str | None, float]:
+def _post(client: httpx.Client, delivery: dict[str, Any], action: str, body: bytes,
+          now: datetime) -> tuple[int | None, str | None, float]:
     """(status code, error, duration in ms) of one POST; an error is a transport failure."""
     headers = {"Content-Type": "application/json",
                SIGNATURE_HEADER: sign(delivery["secret"], body, int(now.timestamp())),
                DELIVERY_HEADER: str(delivery["id"]),
+               EVENT_HEADER: action,
                "User-Agent": "Telecare-Webhooks/1"}
     started = time.monotonic()
     try:

@@ -18,6 +18,7 @@ import pytest
 
 from alerts.webhooks import (
     DELIVERY_HEADER,
+    EVENT_HEADER,
     SIGNATURE_HEADER,
     RetryPolicy,
     WebhookSender,
@@ -131,6 +132,7 @@ def test_a_500_is_retried_after_back_off_and_the_signed_delivery_accepted(
         assert verify(SECRET, body, headers[SIGNATURE_HEADER], at)
         assert headers[SIGNATURE_HEADER] == sign(SECRET, body, int(at.timestamp()))
         assert headers[DELIVERY_HEADER] == str(delivery)
+        assert headers[EVENT_HEADER] == "opened"
         assert headers["Content-Type"] == "application/json"
     event = json.loads(receiver.requests[1][1])
     assert event["history_id"] == change and event["action"] == "opened"
