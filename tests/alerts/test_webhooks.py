@@ -72,6 +72,13 @@ class Receiver:
 
 
 @pytest.fixture
+def database(fresh_database: str) -> str:
+    """A database of the test's own: the sender delivers whatever is due, and other tests of
+    the session leave pending deliveries in the shared one."""
+    return fresh_database
+
+
+@pytest.fixture
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=5) as http:
         yield http
