@@ -106,6 +106,13 @@ def _packets(buffer: bytearray) -> Iterator[bytes]:
 
 
 @pytest.fixture
+def database(fresh_database: str) -> str:
+    """A database of the test's own: a sender sends whatever is unsent, and other tests of the
+    session leave screen messages in the shared one."""
+    return fresh_database
+
+
+@pytest.fixture
 def screen(settings: Settings, conn: psycopg.Connection[Any], broker: tuple[str, int]
            ) -> Iterator[tuple[SimDevice, UUID]]:
     """A simulated home screen on the real broker, registered and paired to a new citizen."""
