@@ -10,3 +10,7 @@ class EmptyRange(InvalidInput):
 
 class TooManyBuckets(InvalidInput):
     code = "too_many_buckets"
+
+
+class PeriodTooLong(InvalidInput):
+    code = "period_too_long"

@@ -165,7 +165,8 @@ Outcome = Literal["contacted_citizen", "changed_treatment", "not_actionable", "d
                   "other", "condition_cleared"]
 # Bands and free text as a client may send them: finite, bounded, so that nothing a client
 # sends can overflow a column or come back as a number JSON cannot hold.
-BandValue = Annotated[float, Field(ge=-100_000, le=100_000, allow_inf_nan=False)]
+# Strict: a JSON true is not the number 1 (lax floats take booleans).
+BandValue = Annotated[float, Field(ge=-100_000, le=100_000, allow_inf_nan=False, strict=True)]
 # PostgreSQL text cannot hold NUL: refused as malformed, never sent to the database.
 NO_NUL = "^[^\\x00]*$"
 Note = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
@@ -309,6 +310,40 @@ class ThresholdSet(_Request):
     alert_high: BandValue | None = None
     valid_from: OptionalStoredTime = Field(default=None, description="default: now")
     reason: Note | None = None
+
+
+class ThresholdWhatIf(_Request):
+    """Bands a nurse is considering for one metric, and the stored period to try them on."""
+
+    alert_low: BandValue | None = None
+    warning_low: BandValue | None = None
+    warning_high: BandValue | None = None
+    alert_high: BandValue | None = None
+    start: OptionalStoredTime = Field(default=None, description="default: 30 days before end")
+    end: OptionalStoredTime = Field(default=None, description="default: now")
+
+
+class WhatIfAlert(_Public):
+    rule: str
+    severity: SeverityName
+    count: int
+    first_measured_at: datetime
+    last_measured_at: datetime
+    is_current: bool
+
+
+class WhatIfResult(_Public):
+    """What the proposed bands would have raised over the period, on the measured-time clock,
+    with the production rules; stored as a replay run, told to nobody."""
+
+    run_id: int
+    citizen_id: UUID
+    metric: str
+    start: datetime
+    end: datetime
+    readings_and_events: int
+    findings: int
+    alerts: list[WhatIfAlert]
 
 
 class FindingPublic(_Public):

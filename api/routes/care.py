@@ -4,7 +4,7 @@ change a new version), pauses; and a team's escalation policy. The actor recorde
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -15,8 +15,10 @@ from alerts.errors import PauseNotFound
 from alerts.escalation import EscalationPolicy
 from alerts.models import Threshold
 from alerts.plans import default_thresholds, validate_settings
+from alerts.replay import ReplayRequest, run_replay
 from alerts.repository import CareTeam, Pause, PlanAssignment, ThresholdVersion
 from api.deps import CallerDep, DbDep, NowDep
+from api.errors import EmptyRange, PeriodTooLong
 from api.params import MetricCode
 from api.problems import responses
 from api.schemas import (
@@ -35,6 +37,9 @@ from api.schemas import (
     ThresholdInForce,
     ThresholdSet,
     ThresholdVersionPublic,
+    ThresholdWhatIf,
+    WhatIfAlert,
+    WhatIfResult,
 )
 from devices.errors import CitizenNotFound
 from devices.repository import citizen_exists
@@ -237,6 +242,40 @@ def set_threshold(citizen_id: UUID, metric: MetricCode, body: ThresholdSet, conn
     row = triage.threshold(conn, stored.id)
     assert row is not None
     return ThresholdVersionPublic(**row)
+
+
+# A nurse's question is about the recent past; longer periods are for `telecare alerts replay`.
+WHAT_IF_DEFAULT = timedelta(days=30)
+WHAT_IF_LONGEST = timedelta(days=92)
+
+
+@router.post("/citizens/{citizen_id}/thresholds/{metric}/what-if", response_model=WhatIfResult,
+             responses=responses(400, 404, 422))
+def what_if_thresholds(citizen_id: UUID, metric: MetricCode, body: ThresholdWhatIf,
+                       conn: DbDep, caller: CallerDep, now: NowDep) -> WhatIfResult:
+    """What these bands would have raised for the citizen over a stored period (default the
+    last 30 days, at most 92), by replaying the production rules with the bands in place of
+    those in force. Nothing is saved as a threshold and nobody is notified."""
+    _citizen(conn, citizen_id)
+    bands = service.parse_bands(body.model_dump(include={
+        "alert_low", "warning_low", "warning_high", "alert_high"}))
+    end = body.end or now
+    start = body.start or end - WHAT_IF_DEFAULT
+    if not start < end:
+        raise EmptyRange("start must be before end")
+    if end - start > WHAT_IF_LONGEST:
+        raise PeriodTooLong(f"a what-if spans at most {WHAT_IF_LONGEST.days} days "
+                            "(`telecare alerts replay` takes longer periods)")
+    result = run_replay(conn, ReplayRequest(start=start, end=end, citizen_ids=(citizen_id,),
+                                            proposed={metric: bands}, tick_s=None,
+                                            requested_by=caller.subject), now)
+    return WhatIfResult(
+        run_id=result.run_id, citizen_id=citizen_id, metric=metric, start=start, end=end,
+        readings_and_events=result.items, findings=result.findings,
+        alerts=[WhatIfAlert(rule=a.rule, severity=a.severity.value, count=a.count,
+                            first_measured_at=a.first_measured_at,
+                            last_measured_at=a.last_measured_at, is_current=a.is_current)
+                for a in result.alerts])
 
 
 # --- pauses -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from alerts.errors import InvalidPlan
 from alerts.models import Finding, Severity
 from alerts.plans import validate_settings
 from api.app import create_app
+from api.routes.care import WHAT_IF_DEFAULT, WHAT_IF_LONGEST
 from api.routes.readings import DEFAULT_RANGE, MAX_BUCKETS
 from core.db import open_pool
 from core.settings import Settings
@@ -48,6 +49,7 @@ CONFIG = schemathesis.Config.from_dict({
 })
 READINGS = "/v1/citizens/{citizen_id}/readings"
 THRESHOLD = "/v1/citizens/{citizen_id}/thresholds/{metric}"
+WHAT_IF = f"{THRESHOLD}/what-if"
 PAUSES = "/v1/citizens/{citizen_id}/pauses"
 PLAN = "/v1/citizens/{citizen_id}/plans/{plan}"
 POLICY = "/v1/teams/{team_id}/escalation-policy"
@@ -182,10 +184,17 @@ def _contradiction(case: schemathesis.Case, seeded: Seeded) -> str | None:
 
 def _citizen_contradiction(path: str, params: dict[str, Any], body: dict[str, Any]) -> str | None:
     try:
-        if path == THRESHOLD:
+        if path in (THRESHOLD, WHAT_IF):
             given = [body[name] for name in BANDS if body.get(name) is not None]
             if not given or any(b <= a for a, b in zip(given, given[1:], strict=False)):
                 return "invalid_thresholds"
+        if path == WHAT_IF:
+            end = _time(body["end"]) if body.get("end") is not None else NOW
+            start = _time(body["start"]) if body.get("start") is not None else end - WHAT_IF_DEFAULT
+            if start >= end:
+                return "empty_range"
+            if end - start > WHAT_IF_LONGEST:
+                return "period_too_long"
         if path == PAUSES and body.get("end") is not None:
             start = _time(body["start"]) if body.get("start") is not None else NOW
             if _time(body["end"]) <= start:
