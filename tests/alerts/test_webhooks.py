@@ -86,15 +86,18 @@ def client() -> Iterator[httpx.Client]:
 
 def _outbox(conn: psycopg.Connection[Any], url: str, n: int = 1, at: datetime = NOW
             ) -> tuple[list[int], list[int]]:
-    """`n` alert changes of a new team with a webhook to `url`: (delivery ids, history ids)."""
-    team = data.care_team(conn)
-    citizen = data.team_citizen(conn, team)
-    hook = data.webhook(conn, team, url, SECRET)
-    deliveries, changes = [], []
-    for i in range(n):
-        alert = data.open_alert(conn, citizen, team, at, rule=f"threshold:metric_{i}")
-        changes.append(data.history(conn, alert, team, at))
-        deliveries.append(data.delivery(conn, hook, changes[-1], at))
+    """`n` alert changes of a new team with a webhook to `url`: (delivery ids, history ids).
+    One transaction, as the service writes a change with its deliveries: a sender woken by
+    the history row's notification finds its delivery there."""
+    with conn.transaction():
+        team = data.care_team(conn)
+        citizen = data.team_citizen(conn, team)
+        hook = data.webhook(conn, team, url, SECRET)
+        deliveries, changes = [], []
+        for i in range(n):
+            alert = data.open_alert(conn, citizen, team, at, rule=f"threshold:metric_{i}")
+            changes.append(data.history(conn, alert, team, at))
+            deliveries.append(data.delivery(conn, hook, changes[-1], at))
     return deliveries, changes
 
 
