@@ -30,6 +30,7 @@ from alerts.context import group_queue_rows, load_contexts
 from alerts.models import CitizenContext, Finding
 from alerts.rules import evaluate_new, evaluate_tick
 from core import locks
+from core.db import cancel_when_stop_overruns, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,6 @@ class EngineCounters:
     released: int = 0
     retries: int = 0  # sessions ended by an error, retried after a back-off
     leader_sessions: int = 0
-
-
-def _describe(exc: BaseException) -> str:
-    """Class and SQLSTATE only: a database error's text can quote a row (a vital value)."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    return type(exc).__name__ if sqlstate is None else f"{type(exc).__name__} {sqlstate}"
 
 
 def _chunks(items: Sequence[UUID], size: int) -> list[Sequence[UUID]]:
@@ -86,8 +81,8 @@ class AlertEngine:
         session (rolling back what it had not committed: the queue keeps those rows) and
         starts another after a back-off."""
         self._finished.clear()
-        threading.Thread(target=self._watch_stop, args=(stop,), name="alerts-stop-watch",
-                         daemon=True).start()
+        threading.Thread(target=cancel_when_stop_overruns, name="alerts-stop-watch", daemon=True,
+                         args=(stop, self._finished, self._stop_timeout_s, lambda: self._conn)).start()
         delay = 0.2
         try:
             while not stop.is_set():
@@ -96,7 +91,7 @@ class AlertEngine:
                     self._session(stop)
                 except psycopg.Error as exc:
                     log.warning("alert engine lost its database session (%s); retrying in "
-                                "%.1f s", _describe(exc), delay)
+                                "%.1f s", describe_error(exc), delay)
                 except Exception as exc:  # noqa: BLE001 - a defect must not end the engine
                     # A defect (a rule raised): the batch rolled back and stays queued; the
                     # traceback without the message, which may quote a value.
@@ -159,21 +154,6 @@ class AlertEngine:
     def _drain(self, conn: Conn, stop: threading.Event) -> None:
         while not stop.is_set() and self.drain_once(conn) == self._batch_max:
             pass
-
-    def _watch_stop(self, stop: threading.Event) -> None:
-        """A query blocked (a lock, a hung server) must not hold up a stop for ever."""
-        while not stop.wait(0.5):
-            if self._finished.is_set():
-                return
-        if self._finished.wait(self._stop_timeout_s):
-            return
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            log.warning("stop timeout: cancelling the alert engine's query in progress")
-            try:
-                conn.cancel_safe()
-            except psycopg.Error as exc:
-                log.warning("could not cancel the query (%s)", _describe(exc))
 
     # --- one step each (the loop's parts; tests drive them with a clock of their own) ------
 

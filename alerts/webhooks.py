@@ -24,8 +24,8 @@ import httpx
 import psycopg
 
 from alerts import delivery_repository as repo
+from alerts.outbox import serve_outbox
 from core.clock import Clock
-from core.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -159,21 +159,7 @@ class WebhookSender:
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; a stop waits at most for the attempt in flight (its
         HTTP timeout)."""
-        retry_s = 0.5
-        while not stop.is_set():
-            try:
-                with connect(self._dsn) as conn:
-                    conn.autocommit = True  # transactions are explicit, one per delivery
-                    repo.listen_alert_changes(conn)
-                    retry_s = 0.5
-                    self._serve(conn, stop)
-            except psycopg.Error as exc:
-                log.warning("webhook sender: database unavailable (%s); retrying in %.1f s",
-                            type(exc).__name__, retry_s)
-            except Exception:  # a defect must not end delivery for good
-                log.exception("webhook sender failed; restarting in %.1f s", retry_s)
-            stop.wait(retry_s)
-            retry_s = min(retry_s * 2, 10.0)
+        serve_outbox(self._dsn, "webhook sender", self._serve, stop)
         log.info("webhook sender stopped after %d attempts", self.attempted)
 
     def _serve(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:

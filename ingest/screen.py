@@ -19,8 +19,8 @@ import psycopg
 from pydantic import ValidationError
 
 from alerts import delivery_repository as repo
+from alerts.outbox import serve_outbox
 from core.clock import Clock, system_clock
-from core.db import connect
 from core.settings import Settings
 from ingest.mqtt import new_client
 from ingest.wire import COMMANDS, ScreenMessageCommandV1, topic
@@ -75,22 +75,8 @@ class ScreenSender:
         self._client.connect_async(self._settings.mqtt_host or "127.0.0.1",
                                    self._settings.mqtt_port, keepalive=30)
         self._client.loop_start()
-        retry_s = 0.5
         try:
-            while not stop.is_set():
-                try:
-                    with connect(self._settings.database_dsn()) as conn:
-                        conn.autocommit = True  # transactions are explicit, one per batch
-                        repo.listen_alert_changes(conn)
-                        retry_s = 0.5
-                        self._serve(conn, stop)
-                except psycopg.Error as exc:
-                    log.warning("screen sender: database unavailable (%s); retrying in %.1f s",
-                                type(exc).__name__, retry_s)
-                except Exception:  # a defect must not end delivery for good
-                    log.exception("screen sender failed; restarting in %.1f s", retry_s)
-                stop.wait(retry_s)
-                retry_s = min(retry_s * 2, 10.0)
+            serve_outbox(self._settings.database_dsn(), "screen sender", self._serve, stop)
         finally:
             self._client.disconnect()
             self._client.loop_stop()

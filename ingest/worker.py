@@ -26,7 +26,7 @@ import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
 from psycopg.pq import TransactionStatus
 
-from core.db import connect
+from core.db import cancel_when_stop_overruns, connect, describe_error
 from core.settings import Settings
 from devices import dead_letters
 from devices import repository as devices_repo
@@ -72,13 +72,6 @@ def return_large_buffers_to_the_os() -> None:
     except (OSError, AttributeError):
         return  # not glibc: nothing to tune
     mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
-
-
-def _describe(exc: BaseException) -> str:
-    """Class and SQLSTATE only: a database error's text can quote the row, and so can a
-    ValueError's."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    return type(exc).__name__ if sqlstate is None else f"{type(exc).__name__} {sqlstate}"
 
 
 class _Outage(Exception):
@@ -251,8 +244,9 @@ class IngestWorker:
         and disconnect. What is not committed by then is not acknowledged: redelivered."""
         return_large_buffers_to_the_os()
         self._start_network()
-        threading.Thread(target=self._watch_stop, args=(stop,), name="ingest-stop-watch",
-                         daemon=True).start()
+        threading.Thread(target=cancel_when_stop_overruns, name="ingest-stop-watch", daemon=True,
+                         args=(stop, self._finished, self._settings.stop_timeout_s,
+                               lambda: self._conn)).start()
         try:
             while not self._done(stop):
                 batch = self._next_batch(stop)
@@ -300,21 +294,6 @@ class IngestWorker:
             log.info("stopping: storing the %d messages in hand", len(self._inbox))
         return len(self._inbox) == 0 or time.monotonic() >= self._stop_deadline
 
-    def _watch_stop(self, stop: threading.Event) -> None:
-        """A query blocked (on a lock, a hung server) must not hold up a stop for ever."""
-        while not stop.wait(0.5):
-            if self._finished.is_set():
-                return
-        if self._finished.wait(self._settings.stop_timeout_s):
-            return
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            log.warning("stop timeout: cancelling the database query in progress")
-            try:
-                conn.cancel_safe()
-            except psycopg.Error as exc:
-                log.warning("could not cancel the query (%s)", _describe(exc))
-
     def _next_batch(self, stop: threading.Event) -> list[Delivery]:
         linger = 0.0 if stop.is_set() else self._settings.batch_wait_ms / 1000
         batch = self._inbox.take_batch(self._settings.batch_max, timeout=0.2, linger=linger)
@@ -360,7 +339,7 @@ class IngestWorker:
                 self._transit.disrupted(time.time())
                 pending = [d for d in pending if id(d) not in settled]
                 log.warning("database cannot store (%s); retrying %d messages in %.1f s",
-                            _describe(outage.__cause__ or outage), len(pending), delay)
+                            describe_error(outage.__cause__ or outage), len(pending), delay)
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 10.0)
@@ -371,7 +350,7 @@ class IngestWorker:
         letters: list[tuple[Delivery, DeadLetter, _Refused]] = []
         if not self._try(batch, letters, settled):
             log.error("batch of %d refused; %d message(s) isolated (%s)", len(batch),
-                      len(letters), ", ".join(sorted({_describe(r.cause) for *_, r in letters})))
+                      len(letters), ", ".join(sorted({describe_error(r.cause) for *_, r in letters})))
         self._commit_letters(letters, settled)
 
     def _try(self, part: list[Delivery], letters: list[tuple[Delivery, DeadLetter, _Refused]],
@@ -434,7 +413,7 @@ class IngestWorker:
     def _letter(self, delivery: Delivery, refused: _Refused) -> tuple[Delivery, DeadLetter,
                                                                        _Refused]:
         route = parse_topic(self._settings.topic_root, delivery.topic)
-        letter = dead_letter(delivery.inbound(), refused.reason, _describe(refused.cause),
+        letter = dead_letter(delivery.inbound(), refused.reason, describe_error(refused.cause),
                              device_id=route[0] if route else None)
         return delivery, letter, refused
 

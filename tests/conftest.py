@@ -196,29 +196,37 @@ def make_device(conn: psycopg.Connection[Any]) -> Callable[..., tuple[str, uuid.
 
 
 @contextmanager
-def running_worker(settings: Settings) -> Iterator[IngestWorker]:
-    """An ingest worker in a thread, subscribed; afterwards stopped and checked for errors."""
-    worker = IngestWorker(settings)
+def running_in_thread(run: Callable[[threading.Event], object], what: str,
+                      join_s: float) -> Iterator[None]:
+    """`run(stop)` in a thread; afterwards stopped (within `join_s`) and checked for errors."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def run() -> None:
+    def target() -> None:
         try:
-            worker.run(stop)
+            run(stop)
         except BaseException as exc:
             errors.append(exc)
             raise
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     try:
-        assert worker.wait_connected(10), "ingest worker did not connect and subscribe"
-        yield worker
+        yield
     finally:
         stop.set()
-        thread.join(30)
-    assert not thread.is_alive(), "ingest worker did not stop"
-    assert not errors, f"ingest worker raised: {errors!r}"
+        thread.join(join_s)
+    assert not thread.is_alive(), f"{what} did not stop"
+    assert not errors, f"{what} raised: {errors!r}"
+
+
+@contextmanager
+def running_worker(settings: Settings) -> Iterator[IngestWorker]:
+    """An ingest worker in a thread, subscribed; afterwards stopped and checked for errors."""
+    worker = IngestWorker(settings)
+    with running_in_thread(worker.run, "ingest worker", 30):
+        assert worker.wait_connected(10), "ingest worker did not connect and subscribe"
+        yield worker
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ built with defaults (tests name only what they are about)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,3 +63,15 @@ def finding(rule: str = "threshold:systolic_bp", severity: Severity = Severity.R
 
 def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
+
+
+@pytest.fixture
+def db(fresh_database: str) -> str:
+    """A database of the test's own: an engine drains every queued item of its database."""
+    return fresh_database
+
+
+@pytest.fixture
+def dbconn(db: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection

@@ -4,7 +4,6 @@ alert engine running in a thread."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 from alerts.engine import AlertEngine
 from devices import repository as devices_repo
 from devices.repository import EventRow, ReadingRow
-from tests.conftest import PAIRED_SINCE, new_device
+from tests.conftest import PAIRED_SINCE, new_device, running_in_thread
 
 Conn = psycopg.Connection[Any]
 BP = ("systolic_bp", "diastolic_bp", "pulse_rate")
@@ -96,22 +95,5 @@ def running_engine(dsn: str, clock: Callable[[], datetime], tick_s: float = 3600
                    **options: Any) -> Iterator[AlertEngine]:
     """An alert engine in a thread; afterwards stopped (bounded) and checked for errors."""
     engine = AlertEngine(dsn, clock, tick_s, **options)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            engine.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(engine.run, "alert engine", 15):
         yield engine
-    finally:
-        stop.set()
-        thread.join(15)
-    assert not thread.is_alive(), "alert engine did not stop"
-    assert not errors, f"alert engine raised: {errors!r}"

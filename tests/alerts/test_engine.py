@@ -34,18 +34,6 @@ from tests.conftest import wait_for
 Conn = psycopg.Connection[Any]
 
 
-@pytest.fixture
-def db(fresh_database: str) -> str:
-    """A database of the test's own: the engine drains every queued item of its database."""
-    return fresh_database
-
-
-@pytest.fixture
-def dbconn(db: str) -> Any:
-    with psycopg.connect(db, autocommit=True) as connection:
-        yield connection
-
-
 def _alerts(conn: Conn) -> list[tuple[Any, ...]]:
     return conn.execute("SELECT citizen_id, rule, severity, count FROM alerts "
                         "ORDER BY citizen_id, rule").fetchall()

@@ -100,17 +100,6 @@ def _live(db: str, conn: Conn, series: list[tuple[int, float, float, bool]]
     return citizen, end
 
 
-@pytest.fixture
-def db(fresh_database: str) -> str:
-    return fresh_database
-
-
-@pytest.fixture
-def dbconn(db: str) -> Any:
-    with psycopg.connect(db, autocommit=True) as connection:
-        yield connection
-
-
 def test_replay_gives_the_alerts_the_live_engine_gave_and_notifies_nobody(
         db: str, dbconn: Conn) -> None:
     @settings(max_examples=15, deadline=None,

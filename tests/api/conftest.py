@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,3 +21,14 @@ def client(database: str) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
     pool.close()
+
+
+def problem(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """The body of a problem+json answer, checked to have `status` (and the error `code`)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["detail"]
+    if code is not None:
+        assert body["type"].endswith(f"/{code}"), body
+    return body

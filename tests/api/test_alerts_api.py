@@ -17,20 +17,10 @@ from alerts.models import Finding, Severity
 from devices.repository import prepare_reading_stage
 from ingest.decode import Inbound
 from ingest.pipeline import Limits, process_batch
-from tests.api.conftest import NOW
+from tests.api.conftest import NOW, problem
 from tests.conftest import count, reading_message
 
 MakeDevice = Callable[..., tuple[str, UUID]]
-
-
-def _problem(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    if code is not None:
-        assert body["type"].endswith(f"/{code}"), body
-    return body
 
 
 def _finding(rule: str, severity: Severity, at: Any, occurrence: str | None = None,
@@ -159,7 +149,7 @@ def test_acknowledge_then_resolve_records_the_caller_and_refuses_a_second_resolv
     assert acked.json()["state"] == "acknowledged"
     assert acked.json()["acknowledged_by"] == "local-operator"
     assert acked.json()["acknowledged_at"] == NOW.isoformat().replace("+00:00", "Z")
-    _problem(client.post(f"/v1/alerts/{alert_id}/acknowledge", json={}), 409, "alert_conflict")
+    problem(client.post(f"/v1/alerts/{alert_id}/acknowledge", json={}), 409, "alert_conflict")
 
     done = client.post(f"/v1/alerts/{alert_id}/resolve",
                        json={"outcome": "contacted_citizen", "note": "she is fine"})
@@ -167,8 +157,8 @@ def test_acknowledge_then_resolve_records_the_caller_and_refuses_a_second_resolv
     assert (done.json()["state"], done.json()["outcome"], done.json()["resolved_by"]) == (
         "resolved", "contacted_citizen", "local-operator")
     again = client.post(f"/v1/alerts/{alert_id}/resolve", json={"outcome": "other"})
-    _problem(again, 409, "alert_conflict")
-    _problem(client.post(f"/v1/alerts/{alert_id}/acknowledge", json={}), 409, "alert_conflict")
+    problem(again, 409, "alert_conflict")
+    problem(client.post(f"/v1/alerts/{alert_id}/acknowledge", json={}), 409, "alert_conflict")
     # The refusals changed nothing.
     assert count(conn, "SELECT count(*) FROM alert_history WHERE alert_id = %s", alert_id) == 3
 
@@ -193,18 +183,18 @@ def test_a_resolve_body_that_is_not_valid_is_422(client: TestClient,
     service.record_findings(conn, citizen_id, team,
                             [_finding("battery_low", Severity.YELLOW, NOW)], NOW)
     alert_id = _alert_ids(conn, citizen_id)["battery_low"]
-    _problem(client.post(f"/v1/alerts/{alert_id}/resolve", json=body), 422, "invalid_request")
+    problem(client.post(f"/v1/alerts/{alert_id}/resolve", json=body), 422, "invalid_request")
     assert client.get(f"/v1/alerts/{alert_id}").json()["alert"]["state"] == "open"
 
 
 def test_unknown_alerts_and_teams_are_404(client: TestClient) -> None:
     missing = 2**62
-    _problem(client.get(f"/v1/alerts/{missing}"), 404, "alert_not_found")
-    _problem(client.get(f"/v1/alerts/{missing}/history"), 404, "alert_not_found")
-    _problem(client.post(f"/v1/alerts/{missing}/acknowledge", json={}), 404, "alert_not_found")
-    _problem(client.post(f"/v1/alerts/{missing}/resolve", json={"outcome": "other"}), 404,
+    problem(client.get(f"/v1/alerts/{missing}"), 404, "alert_not_found")
+    problem(client.get(f"/v1/alerts/{missing}/history"), 404, "alert_not_found")
+    problem(client.post(f"/v1/alerts/{missing}/acknowledge", json={}), 404, "alert_not_found")
+    problem(client.post(f"/v1/alerts/{missing}/resolve", json={"outcome": "other"}), 404,
              "alert_not_found")
-    _problem(client.get(f"/v1/teams/{uuid4()}/alerts"), 404, "care_team_not_found")
+    problem(client.get(f"/v1/teams/{uuid4()}/alerts"), 404, "care_team_not_found")
 
 
 @pytest.mark.parametrize(("path", "params"), [
@@ -223,4 +213,4 @@ def test_unknown_alerts_and_teams_are_404(client: TestClient) -> None:
 ])
 def test_malformed_requests_are_422(client: TestClient, team: UUID, path: str,
                                     params: dict[str, str]) -> None:
-    _problem(client.get(path.format(team=team), params=params), 422, "invalid_request")
+    problem(client.get(path.format(team=team), params=params), 422, "invalid_request")

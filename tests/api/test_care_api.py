@@ -14,20 +14,10 @@ from fastapi.testclient import TestClient
 
 from alerts import service
 from alerts.models import Finding, Severity
-from tests.api.conftest import NOW
+from tests.api.conftest import NOW, problem
 
 MakeDevice = Callable[..., tuple[str, UUID]]
 Z = NOW.isoformat().replace("+00:00", "Z")
-
-
-def _problem(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    if code is not None:
-        assert body["type"].endswith(f"/{code}"), body
-    return body
 
 
 @pytest.fixture
@@ -47,8 +37,8 @@ def test_teams_are_created_listed_and_take_citizens_with_their_alerts(
         client: TestClient, conn: psycopg.Connection[Any], citizen: UUID,
         team: dict[str, Any]) -> None:
     assert team["citizens"] == 0 and team["created_at"] == Z
-    _problem(client.post("/v1/teams", json={"name": team["name"]}), 409, "care_team_conflict")
-    _problem(client.post("/v1/teams", json={"name": "   "}), 409, "care_team_conflict")
+    problem(client.post("/v1/teams", json={"name": team["name"]}), 409, "care_team_conflict")
+    problem(client.post("/v1/teams", json={"name": "   "}), 409, "care_team_conflict")
     assert client.get(f"/v1/citizens/{citizen}/team").json() == {
         "citizen_id": str(citizen), "care_team_id": None}
 
@@ -65,16 +55,16 @@ def test_teams_are_created_listed_and_take_citizens_with_their_alerts(
     queue = client.get(f"/v1/teams/{team['id']}/alerts").json()
     assert [a["rule"] for a in queue["alerts"]] == ["battery_low"]
 
-    _problem(client.put(f"/v1/citizens/{citizen}/team", json={"care_team_id": str(uuid4())}),
+    problem(client.put(f"/v1/citizens/{citizen}/team", json={"care_team_id": str(uuid4())}),
              404, "care_team_not_found")
-    _problem(client.put(f"/v1/citizens/{uuid4()}/team", json={"care_team_id": team["id"]}),
+    problem(client.put(f"/v1/citizens/{uuid4()}/team", json={"care_team_id": team["id"]}),
              404, "citizen_not_found")
-    _problem(client.get(f"/v1/citizens/{uuid4()}/team"), 404, "citizen_not_found")
-    _problem(client.get(f"/v1/teams/{uuid4()}"), 404, "care_team_not_found")
+    problem(client.get(f"/v1/citizens/{uuid4()}/team"), 404, "citizen_not_found")
+    problem(client.get(f"/v1/teams/{uuid4()}"), 404, "care_team_not_found")
     for body in ({}, {"name": ""}, {"name": "x" * 201}, {"name": "a", "extra": 1},
                  {"name": "a\x00b"}):  # PostgreSQL text cannot hold NUL
-        _problem(client.post("/v1/teams", json=body), 422, "invalid_request")
-    _problem(client.put(f"/v1/citizens/{citizen}/team", json={"care_team_id": "x"}), 422)
+        problem(client.post("/v1/teams", json=body), 422, "invalid_request")
+    problem(client.put(f"/v1/citizens/{citizen}/team", json={"care_team_id": "x"}), 422)
 
 
 def test_plans_start_show_and_end(client: TestClient, citizen: UUID) -> None:
@@ -82,7 +72,7 @@ def test_plans_start_show_and_end(client: TestClient, citizen: UUID) -> None:
                          json={"valid_from": "2026-11-01T00:00:00Z"})
     assert started.status_code == 200, started.text
     assert started.json()["valid_to"] is None and started.json()["set_by"] == "local-operator"
-    _problem(client.put(f"/v1/citizens/{citizen}/plans/heart_failure", json={}), 409,
+    problem(client.put(f"/v1/citizens/{citizen}/plans/heart_failure", json={}), 409,
              "plan_conflict")
     with_settings = client.put(f"/v1/citizens/{citizen}/plans/copd",
                                json={"settings": {"spo2_scale": 2}})
@@ -98,16 +88,16 @@ def test_plans_start_show_and_end(client: TestClient, citizen: UUID) -> None:
     every = client.get(f"/v1/citizens/{citizen}/plans", params={"include_ended": "true"}).json()
     assert {p["plan"] for p in every} == {"heart_failure", "copd"}
     assert len(client.get(f"/v1/citizens/{citizen}/plans/heart_failure").json()) == 1
-    _problem(client.delete(f"/v1/citizens/{citizen}/plans/heart_failure"), 404, "plan_not_found")
+    problem(client.delete(f"/v1/citizens/{citizen}/plans/heart_failure"), 404, "plan_not_found")
 
-    _problem(client.put(f"/v1/citizens/{citizen}/plans/diabetes",
+    problem(client.put(f"/v1/citizens/{citizen}/plans/diabetes",
                         json={"settings": {"inactivity": {"max_quiet_hours": 3}}}), 422,
              "invalid_plan")
-    _problem(client.put(f"/v1/citizens/{citizen}/plans/asthma", json={}), 422, "invalid_request")
-    _problem(client.put(f"/v1/citizens/{citizen}/plans/copd",
+    problem(client.put(f"/v1/citizens/{citizen}/plans/asthma", json={}), 422, "invalid_request")
+    problem(client.put(f"/v1/citizens/{citizen}/plans/copd",
                         json={"valid_from": "2026-11-01T00:00:00"}), 422, "invalid_request")
-    _problem(client.get(f"/v1/citizens/{uuid4()}/plans"), 404, "citizen_not_found")
-    _problem(client.put(f"/v1/citizens/{uuid4()}/plans/copd", json={}), 404, "citizen_not_found")
+    problem(client.get(f"/v1/citizens/{uuid4()}/plans"), 404, "citizen_not_found")
+    problem(client.put(f"/v1/citizens/{uuid4()}/plans/copd", json={}), 404, "citizen_not_found")
 
 
 def test_thresholds_are_versioned_and_default_to_the_plans(client: TestClient,
@@ -160,7 +150,7 @@ def test_thresholds_are_versioned_and_default_to_the_plans(client: TestClient,
 ])
 def test_bands_out_of_order_or_absent_are_422(client: TestClient, citizen: UUID,
                                               bands: dict[str, float]) -> None:
-    _problem(client.put(f"/v1/citizens/{citizen}/thresholds/systolic_bp", json=bands), 422,
+    problem(client.put(f"/v1/citizens/{citizen}/thresholds/systolic_bp", json=bands), 422,
              "invalid_thresholds")
     assert client.get(f"/v1/citizens/{citizen}/thresholds/systolic_bp/versions").json() == []
 
@@ -171,19 +161,19 @@ def test_bands_out_of_order_or_absent_are_422(client: TestClient, citizen: UUID,
 ])
 def test_malformed_threshold_bodies_are_422(client: TestClient, citizen: UUID,
                                             body: dict[str, Any]) -> None:
-    _problem(client.put(f"/v1/citizens/{citizen}/thresholds/systolic_bp", json=body), 422,
+    problem(client.put(f"/v1/citizens/{citizen}/thresholds/systolic_bp", json=body), 422,
              "invalid_request")
 
 
 def test_threshold_refusals_for_unknown_citizens_and_metrics(client: TestClient,
                                                              citizen: UUID) -> None:
     ok = {"warning_low": 1, "warning_high": 2}
-    _problem(client.put(f"/v1/citizens/{uuid4()}/thresholds/spo2", json=ok), 404,
+    problem(client.put(f"/v1/citizens/{uuid4()}/thresholds/spo2", json=ok), 404,
              "citizen_not_found")
-    _problem(client.get(f"/v1/citizens/{uuid4()}/thresholds"), 404, "citizen_not_found")
-    _problem(client.get(f"/v1/citizens/{uuid4()}/thresholds/spo2/versions"), 404)
+    problem(client.get(f"/v1/citizens/{uuid4()}/thresholds"), 404, "citizen_not_found")
+    problem(client.get(f"/v1/citizens/{uuid4()}/thresholds/spo2/versions"), 404)
     # Blood pressure is set per component metric, never as one.
-    _problem(client.put(f"/v1/citizens/{citizen}/thresholds/blood_pressure", json=ok), 422,
+    problem(client.put(f"/v1/citizens/{citizen}/thresholds/blood_pressure", json=ok), 422,
              "invalid_request")
 
 
@@ -208,28 +198,28 @@ def test_pauses_are_added_listed_and_cancelled(client: TestClient, citizen: UUID
     assert again.json() == cancelled.json()
 
     other = uuid4()
-    _problem(client.get(f"/v1/citizens/{citizen}/pauses/{2**62}"), 404, "pause_not_found")
-    _problem(client.delete(f"/v1/citizens/{other}/pauses/{pause['id']}"), 404,
+    problem(client.get(f"/v1/citizens/{citizen}/pauses/{2**62}"), 404, "pause_not_found")
+    problem(client.delete(f"/v1/citizens/{other}/pauses/{pause['id']}"), 404,
              "citizen_not_found")
-    _problem(client.post(f"/v1/citizens/{other}/pauses", json={"reason": "holiday"}), 404)
-    _problem(client.post(f"/v1/citizens/{citizen}/pauses", json={
+    problem(client.post(f"/v1/citizens/{other}/pauses", json={"reason": "holiday"}), 404)
+    problem(client.post(f"/v1/citizens/{citizen}/pauses", json={
         "reason": "holiday", "start": "2026-12-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}),
         422, "invalid_pause")
-    _problem(client.post(f"/v1/citizens/{citizen}/pauses", json={
+    problem(client.post(f"/v1/citizens/{citizen}/pauses", json={
         "reason": "holiday", "end": (NOW - timedelta(hours=1)).isoformat()}), 422, "invalid_pause")
     for body in ({}, {"reason": "bored"}, {"reason": "holiday", "start": "2026-12-01"},
                  {"reason": "holiday", "note": "\x00"},
                  {"reason": "holiday", "end": "9999-01-01T00:00:00Z"}):  # 10000 in UTC at -01:00
-        _problem(client.post(f"/v1/citizens/{citizen}/pauses", json=body), 422, "invalid_request")
-    _problem(client.get(f"/v1/citizens/{citizen}/pauses/0"), 422, "invalid_request")
+        problem(client.post(f"/v1/citizens/{citizen}/pauses", json=body), 422, "invalid_request")
+    problem(client.get(f"/v1/citizens/{citizen}/pauses/0"), 422, "invalid_request")
 
 
 def test_a_pause_of_another_citizen_is_not_found(client: TestClient, citizen: UUID,
                                                  make_device: MakeDevice) -> None:
     pause = client.post(f"/v1/citizens/{citizen}/pauses", json={"reason": "other"}).json()
     stranger = make_device()[1]
-    _problem(client.get(f"/v1/citizens/{stranger}/pauses/{pause['id']}"), 404, "pause_not_found")
-    _problem(client.delete(f"/v1/citizens/{stranger}/pauses/{pause['id']}"), 404,
+    problem(client.get(f"/v1/citizens/{stranger}/pauses/{pause['id']}"), 404, "pause_not_found")
+    problem(client.delete(f"/v1/citizens/{stranger}/pauses/{pause['id']}"), 404,
              "pause_not_found")
     assert client.get(f"/v1/citizens/{citizen}/pauses/{pause['id']}").json()["cancelled_at"] is None
 
@@ -254,14 +244,14 @@ def test_escalation_policy_defaults_and_is_replaced(client: TestClient, conn: ps
 
     for bad in ([{**steps[0], "after_s": 600}, steps[1]],  # not increasing
                 [{"after_s": 60, "contact": {"kind": "webhook", "target": "999999"}}]):
-        _problem(client.put(path, json={"steps": bad}), 422, "invalid_escalation_policy")
+        problem(client.put(path, json={"steps": bad}), 422, "invalid_escalation_policy")
     for malformed in ([], [{"after_s": 0, "contact": steps[0]["contact"]}],
                       [{"after_s": 60, "contact": {"kind": "webhook", "target": "abc"}}],
                       [{"after_s": 60, "contact": {"kind": "pager", "target": "x"}}]):
-        _problem(client.put(path, json={"steps": malformed}), 422, "invalid_request")
+        problem(client.put(path, json={"steps": malformed}), 422, "invalid_request")
     assert client.get(path).json() == saved.json()
-    _problem(client.get(f"/v1/teams/{uuid4()}/escalation-policy"), 404, "care_team_not_found")
-    _problem(client.put(f"/v1/teams/{uuid4()}/escalation-policy", json={"steps": steps}), 404,
+    problem(client.get(f"/v1/teams/{uuid4()}/escalation-policy"), 404, "care_team_not_found")
+    problem(client.put(f"/v1/teams/{uuid4()}/escalation-policy", json={"steps": steps}), 404,
              "care_team_not_found")
 
 
@@ -274,5 +264,5 @@ def test_escalation_policy_defaults_and_is_replaced(client: TestClient, conn: ps
 def test_method_not_allowed_names_every_method_of_the_path(client: TestClient, citizen: UUID,
                                                           path: str, allowed: str) -> None:
     response = client.request("PATCH", path.format(citizen=citizen))
-    _problem(response, 405)
+    problem(response, 405)
     assert response.headers["allow"] == allowed

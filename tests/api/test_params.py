@@ -23,6 +23,7 @@ from api.params import (
 from core.db import open_pool
 from core.settings import Settings
 from devices.catalogue import METRICS
+from tests.api.conftest import problem
 
 # The document's patterns as a JSON Schema validator applies them: a search, anchored by ^ and $.
 # Python's $ also matches before a final newline, so \Z stands in for it here.
@@ -37,14 +38,6 @@ def citizen(make_device: Any) -> UUID:
     return citizen_id
 
 
-def _problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    return body
-
-
 @pytest.mark.parametrize("params", [
     {"end": "0001-01-02T00:00:00Z"},  # was a 500: start = end - 7 days underflowed
     {"start": "0001-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
@@ -55,7 +48,7 @@ def test_times_outside_the_years_the_api_knows_are_422(client: TestClient, citiz
                                                        params: dict[str, str]) -> None:
     response = client.get(f"/v1/citizens/{citizen}/readings",
                           params={"metric": "body_weight", **params})
-    body = _problem(response, 422)
+    body = problem(response, 422)
     assert body["errors"][0]["loc"][0] == "query"
 
 
@@ -67,7 +60,7 @@ def test_a_time_is_rfc_3339_text_with_an_offset(client: TestClient, citizen: UUI
     response = client.get(f"/v1/citizens/{citizen}/readings",
                           params={"metric": "body_weight", "start": start,
                                   "end": "2026-11-21T00:00:00Z"})
-    assert _problem(response, 422)["errors"][0]["loc"] == ["query", "start"]
+    assert problem(response, 422)["errors"][0]["loc"] == ["query", "start"]
 
 
 def test_the_earliest_end_still_has_a_default_start(client: TestClient, citizen: UUID) -> None:
@@ -80,12 +73,12 @@ def test_the_earliest_end_still_has_a_default_start(client: TestClient, citizen:
 @pytest.mark.parametrize("path", ["a%00b", "a%0A", "a%20b", "%C3%A6", "a" * 65, "a.b"])
 def test_text_that_cannot_be_a_device_id_is_422_before_the_database(client: TestClient,
                                                                     path: str) -> None:
-    assert _problem(client.get(f"/v1/devices/{path}"), 422)["errors"][0]["loc"] == [
+    assert problem(client.get(f"/v1/devices/{path}"), 422)["errors"][0]["loc"] == [
         "path", "device_id"]
 
 
 def test_an_unknown_well_formed_device_is_404(client: TestClient) -> None:
-    _problem(client.get("/v1/devices/" + "a" * 64), 404)
+    problem(client.get("/v1/devices/" + "a" * 64), 404)
 
 
 @pytest.mark.parametrize("bucket", ["１h", "١h", "0h", "01h", "10000s", "1w", "1H", " 1h", "1h\n"])
@@ -93,7 +86,7 @@ def test_a_bucket_is_ascii_digits_and_a_unit(client: TestClient, citizen: UUID,
                                              bucket: str) -> None:
     response = client.get(f"/v1/citizens/{citizen}/readings",
                           params={"metric": "body_weight", "bucket": bucket})
-    assert _problem(response, 422)["errors"][0]["loc"] == ["query", "bucket"]
+    assert problem(response, 422)["errors"][0]["loc"] == ["query", "bucket"]
 
 
 @pytest.mark.parametrize(("params", "code"), [
@@ -105,17 +98,17 @@ def test_a_bucket_is_ascii_digits_and_a_unit(client: TestClient, citizen: UUID,
 def test_parameters_that_contradict_each_other_are_422(client: TestClient, citizen: UUID,
                                                        params: dict[str, str], code: str) -> None:
     response = client.get(f"/v1/citizens/{citizen}/readings", params={"metric": "spo2", **params})
-    assert _problem(response, 422)["type"].endswith(f"/{code}")
+    assert problem(response, 422)["type"].endswith(f"/{code}")
 
 
 def test_method_not_allowed_names_the_allowed_methods(client: TestClient) -> None:
     response = client.post("/v1/devices")
-    _problem(response, 405)
+    problem(response, 405)
     assert response.headers["allow"] == "GET"
 
 
 def test_an_unknown_path_is_a_404_problem(client: TestClient) -> None:
-    _problem(client.get("/v2/devices"), 404)
+    problem(client.get("/v2/devices"), 404)
 
 
 def test_the_document_states_the_constraints_and_every_answer(client: TestClient) -> None:
@@ -198,5 +191,5 @@ def test_a_database_outage_is_a_503_problem_with_retry_after(database: str) -> N
     with TestClient(app) as client:
         pool.close()  # every request now fails to get a connection, as in an outage
         response = client.get("/v1/devices")
-    _problem(response, 503)
+    problem(response, 503)
     assert response.headers["retry-after"] == "5"
