@@ -8,18 +8,21 @@ latest new item), the plans and thresholds in force then, and the pauses around 
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from alerts import context_repository as repo
 from alerts.models import Bands, CitizenContext, DeviceState, EventView, ReadingView, Threshold
 from alerts.plans import default_thresholds
 from alerts.rules import DEAD_LETTER_WINDOW, LOOKBACK
+
+if TYPE_CHECKING:
+    from alerts.history_cache import HistoryCache
 
 Conn = repo.Conn
 
@@ -55,10 +58,21 @@ class PlanPeriod:
         return self.start <= at and (self.end is None or at < self.end)
 
 
+def _reading_key(reading: ReadingView) -> tuple[datetime, int, str, str]:
+    return (reading.measured_at, reading.seq, reading.metric, reading.device_id)
+
+
+def _event_key(event: EventView) -> tuple[datetime, int, str, str]:
+    return (event.measured_at, event.seq, event.device_id, "")
+
+
 @dataclass
 class CitizenHistory:
     """What is stored about one citizen over some span, from which contexts are cut: readings
-    and events oldest first, plan periods, every threshold version, pauses, devices."""
+    and events oldest first, plan periods, every threshold version, pauses, devices.
+
+    A reading's sort key holds its stored identity (device, metric, measured time, sequence
+    number), an event's likewise: `merge` adds only what the history does not hold yet."""
 
     readings: list[ReadingView] = field(default_factory=list)
     events: list[EventView] = field(default_factory=list)
@@ -66,24 +80,42 @@ class CitizenHistory:
     thresholds: list[Threshold] = field(default_factory=list)
     pauses: list[tuple[datetime, datetime | None]] = field(default_factory=list)
     devices: list[DeviceState] = field(default_factory=list)
-    _reading_times: list[datetime] = field(default_factory=list, repr=False)
-    _event_times: list[datetime] = field(default_factory=list, repr=False)
+    _reading_keys: list[tuple[datetime, int, str, str]] = field(default_factory=list, repr=False)
+    _event_keys: list[tuple[datetime, int, str, str]] = field(default_factory=list, repr=False)
 
     def index(self) -> CitizenHistory:
         """Sort and index for cutting windows (call once, after filling)."""
-        self.readings.sort(key=lambda r: (r.measured_at, r.seq, r.metric))
-        self.events.sort(key=lambda e: (e.measured_at, e.seq))
-        self._reading_times = [r.measured_at for r in self.readings]
-        self._event_times = [e.measured_at for e in self.events]
+        self.readings.sort(key=_reading_key)
+        self.events.sort(key=_event_key)
+        self._reading_keys = [_reading_key(r) for r in self.readings]
+        self._event_keys = [_event_key(e) for e in self.events]
         return self
 
+    def merge(self, readings: Iterable[ReadingView], events: Iterable[EventView]) -> None:
+        """Insert, in order, the readings and events this (indexed) history does not hold."""
+        for reading in readings:
+            _insert(self.readings, self._reading_keys, reading, _reading_key(reading))
+        for event in events:
+            _insert(self.events, self._event_keys, event, _event_key(event))
+
+    def forget_before(self, since: datetime) -> None:
+        """Drop readings and events measured before `since`."""
+        cut = bisect_left(self._reading_keys, (since,))
+        del self.readings[:cut], self._reading_keys[:cut]
+        cut = bisect_left(self._event_keys, (since,))
+        del self.events[:cut], self._event_keys[:cut]
+
+    @property
+    def size(self) -> int:
+        return len(self.readings) + len(self.events)
+
     def readings_within(self, since: datetime, until: datetime) -> tuple[ReadingView, ...]:
-        lo = bisect_left(self._reading_times, since)
-        return tuple(self.readings[lo:bisect_right(self._reading_times, until)])
+        lo = bisect_left(self._reading_keys, (since,))
+        return tuple(self.readings[lo:bisect_left(self._reading_keys, (until + _TICK,))])
 
     def events_within(self, since: datetime, until: datetime) -> tuple[EventView, ...]:
-        lo = bisect_left(self._event_times, since)
-        return tuple(self.events[lo:bisect_right(self._event_times, until)])
+        lo = bisect_left(self._event_keys, (since,))
+        return tuple(self.events[lo:bisect_left(self._event_keys, (until + _TICK,))])
 
     def plans_at(self, at: datetime) -> dict[str, dict[str, Any]]:
         """Settings of the plans in force at `at`; a plan's start bounds what counts as missed
@@ -101,6 +133,21 @@ class CitizenHistory:
             if held is None or _newer(threshold, held):
                 in_force[threshold.metric] = threshold
         return in_force
+
+
+# The smallest step of a timestamp: (until + _TICK,) sorts after every key measured at until.
+_TICK = timedelta(microseconds=1)
+
+
+def _insert(items: list[Any], keys: list[tuple[datetime, int, str, str]], item: Any,
+            key: tuple[datetime, int, str, str]) -> None:
+    """Insert `item` at its key's place unless an item with that key is there (the same stored
+    row: one taken from the queue that the history already held)."""
+    at = bisect_left(keys, key)
+    if at < len(keys) and keys[at] == key:
+        return
+    keys.insert(at, key)
+    items.insert(at, item)
 
 
 def _newer(candidate: Threshold, held: Threshold) -> bool:
@@ -181,19 +228,37 @@ def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
 
 
 def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]],
-                   at: datetime | None, *, with_devices: bool = True
-                   ) -> dict[UUID, CitizenHistory]:
-    """Each citizen's readings and events within their window, plans and thresholds (in force
-    at `at`; every version when `at` is None), pauses overlapping the windows, and (with
-    `with_devices`) devices paired at `at` with status and recent dead letters. Six queries."""
-    citizens = list(windows)
-    histories = {citizen: CitizenHistory() for citizen in citizens}
-    if not citizens:
-        return histories
+                   at: datetime | None, *, with_devices: bool = True,
+                   cache: HistoryCache | None = None) -> dict[UUID, CitizenHistory]:
+    """Each citizen's readings and events within their window (from `cache` when it holds
+    them), plans and thresholds (in force at `at`; every version when `at` is None), pauses
+    overlapping the windows, and (with `with_devices`) devices paired at `at` with status and
+    recent dead letters. Six queries at most."""
+    if not windows:
+        return {}
+    histories = (load_series(conn, windows) if cache is None else cache.histories(conn, windows))
+    _load_configuration(conn, histories, windows, at, with_devices)
+    return histories
+
+
+def load_series(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]]
+                ) -> dict[UUID, CitizenHistory]:
+    """Each citizen's readings and events within their window, indexed (two queries)."""
+    histories = {citizen: CitizenHistory() for citizen in windows}
     for row in repo.readings_in_windows(conn, dict(windows)):
         histories[row["citizen_id"]].readings.append(reading_view(row))
     for row in repo.events_in_windows(conn, dict(windows)):
         histories[row["citizen_id"]].events.append(event_view(row))
+    return {citizen: history.index() for citizen, history in histories.items()}
+
+
+def _load_configuration(conn: Conn, histories: Mapping[UUID, CitizenHistory],
+                        windows: Mapping[UUID, tuple[datetime, datetime]], at: datetime | None,
+                        with_devices: bool) -> None:
+    """Replace each history's plans, thresholds, pauses and devices with the stored ones."""
+    citizens = list(windows)
+    for history in histories.values():
+        history.plans, history.thresholds, history.pauses, history.devices = [], [], [], []
     for row in repo.plans(conn, citizens, at):
         histories[row["citizen_id"]].plans.append(
             PlanPeriod(row["plan"], row["start"], row["end"], dict(row["settings"] or {})))
@@ -210,16 +275,19 @@ def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]]
                 status_received_at=row["status_received_at"],
                 last_seen_at=row["last_seen_at"], battery_pct=row["battery_pct"],
                 recent_dead_letters=int(row["dead_letters"])))
-    return {citizen: history.index() for citizen, history in histories.items()}
 
 
 def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
                   new: Mapping[UUID, NewItems] | None = None,
-                  lookback: timedelta = LOOKBACK) -> dict[UUID, CitizenContext]:
-    """The live context of each citizen at `now`, with the new items that triggered it."""
+                  lookback: timedelta = LOOKBACK,
+                  cache: HistoryCache | None = None) -> dict[UUID, CitizenContext]:
+    """The live context of each citizen at `now`, with the new items that triggered it (which
+    `cache`, when given, learns: they are stored rows)."""
     new = new or {}
     windows = {citizen: window(now, new.get(citizen), lookback) for citizen in citizens}
-    histories = load_histories(conn, windows, now)
+    histories = load_histories(conn, windows, now, cache=cache)
+    for citizen, items in new.items():
+        histories[citizen].merge(items.readings, items.events)
     return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),
                                    lookback=lookback)
             for citizen in citizens}

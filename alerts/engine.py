@@ -27,6 +27,7 @@ import psycopg
 from alerts import context_repository as repo
 from alerts import service
 from alerts.context import group_queue_rows, load_contexts
+from alerts.history_cache import HistoryCache
 from alerts.models import CitizenContext, Finding
 from alerts.rules import evaluate_new, evaluate_tick
 from core import locks
@@ -70,6 +71,7 @@ class AlertEngine:
         self._standby_retry_s = standby_retry_s
         self._stop_timeout_s = stop_timeout_s
         self._conn: Conn | None = None
+        self._cache = HistoryCache()
         self._finished = threading.Event()
         self.leading = threading.Event()
         self.counters = EngineCounters()
@@ -113,6 +115,7 @@ class AlertEngine:
     def _session(self, stop: threading.Event) -> None:
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
             self._conn = conn
+            self._cache = HistoryCache()  # what a former session (or leader) saw may be gone
             try:
                 if not self._wait_for_leadership(conn, stop):
                     return
@@ -167,7 +170,7 @@ class AlertEngine:
                 return 0
             grouped = group_queue_rows(rows)
             citizens = list(grouped)
-            contexts = load_contexts(conn, citizens, now, new=grouped)
+            contexts = load_contexts(conn, citizens, now, new=grouped, cache=self._cache)
             findings = self._record(conn, contexts, evaluate_new, now)
         self.counters.batches += 1
         self.counters.items += len(rows)
@@ -182,7 +185,7 @@ class AlertEngine:
         citizens = repo.citizens_with_plans(conn, now)
         for chunk in _chunks(citizens, self._batch_max):
             with conn.transaction():
-                contexts = load_contexts(conn, chunk, now)
+                contexts = load_contexts(conn, chunk, now, cache=self._cache)
                 self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
             if stop is not None:
                 self._drain(conn, stop)

@@ -5,10 +5,11 @@ citizen_plans) may override the schedule; `validate_settings` is the one check o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -319,14 +320,31 @@ class Monitoring:
     invalid_settings: tuple[str, ...] = ()
 
 
+# monitoring() results by plans and settings: every batch asks again for each of its citizens,
+# and validating settings costs far more than the rules themselves. Cleared when full.
+_MONITORING: dict[str, Monitoring] = {}
+_MONITORING_MAX = 10_000
+
+
 def monitoring(plans: Iterable[str], settings: Mapping[str, Mapping[str, Any]]) -> Monitoring:
     """Combine a citizen's plans with their settings. Unknown plans are skipped and invalid
     settings fall back to the template: evaluation never fails on stored configuration (it
     is validated when a nurse saves it)."""
+    names = sorted(set(plans))
+    key = json.dumps([names, settings], sort_keys=True, default=str)
+    known = _MONITORING.get(key)
+    if known is None:
+        if len(_MONITORING) >= _MONITORING_MAX:
+            _MONITORING.clear()
+        known = _MONITORING[key] = _monitoring(names, settings)
+    return known
+
+
+def _monitoring(names: Sequence[str], settings: Mapping[str, Mapping[str, Any]]) -> Monitoring:
     templates: list[PlanTemplate] = []
     invalid: list[str] = []
     starts: list[datetime] = []
-    for name in sorted(set(plans)):
+    for name in names:
         template = PLANS.get(name)
         if template is None:
             continue
@@ -387,8 +405,13 @@ def merge_bands(bands: Sequence[Bands]) -> Bands:
 
 def default_thresholds(plans: Sequence[str]) -> dict[str, Threshold]:
     """The plans' default bands per metric (stricter wins), as version 0 without a row id."""
+    return dict(_default_thresholds(tuple(sorted(set(plans)))))
+
+
+@lru_cache(maxsize=256)
+def _default_thresholds(names: tuple[str, ...]) -> dict[str, Threshold]:
     per_metric: dict[str, list[Bands]] = {}
-    for name in sorted(set(plans)):
+    for name in names:
         template = PLANS.get(name)
         if template is None:
             continue

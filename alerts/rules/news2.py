@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from alerts.models import CitizenContext, EventView, Finding, ReadingView, Severity
-from alerts.rules.common import finding_about
+from alerts.rules.common import Series, finding_about
 from devices.catalogue import IMPLAUSIBLE
 
 WINDOW = timedelta(hours=1)
@@ -119,21 +119,25 @@ def _answer(events: Sequence[EventView], question: str, start: datetime, end: da
     return str(latest.data.get("answer")).strip().lower() in ("yes", "true", "1")
 
 
-def _latest(readings: Sequence[ReadingView], metric: str, start: datetime,
-            end: datetime) -> ReadingView | None:
-    inside = [r for r in readings if r.metric == metric and r.quality != IMPLAUSIBLE
-              and start <= r.measured_at <= end]
-    return max(inside, key=lambda r: (r.measured_at, r.seq)) if inside else None
+VITALS = (*PARAMETERS, "heart_rate")  # a pulse from a heart-rate sensor counts as pulse
 
 
-def score_at(ctx: CitizenContext, anchor: datetime, scale: int) -> Score | None:
-    """NEWS2 from the latest of each vital within WINDOW up to `anchor`, if SpO2 and pulse are there."""
+def vitals(ctx: CitizenContext) -> dict[str, Series]:
+    """The context's plausible readings of each vital, for score_at."""
+    return {metric: Series(ctx.readings, metric) for metric in VITALS}
+
+
+def score_at(ctx: CitizenContext, anchor: datetime, scale: int,
+             series: Mapping[str, Series] | None = None) -> Score | None:
+    """NEWS2 from the latest of each vital within WINDOW up to `anchor`, if SpO2 and pulse are
+    there (`series`: vitals(ctx), when scoring several anchors of one context)."""
+    series = series or vitals(ctx)
     start = anchor - WINDOW
     values: dict[str, float] = {}
     for metric in PARAMETERS:
-        reading = _latest(ctx.readings, metric, start, anchor)
+        reading = series[metric].latest(start, anchor)
         if reading is None and metric == "pulse_rate":
-            reading = _latest(ctx.readings, "heart_rate", start, anchor)
+            reading = series["heart_rate"].latest(start, anchor)
         if reading is not None:
             values[metric] = reading.value
     if any(p not in values for p in REQUIRED):
@@ -144,14 +148,14 @@ def score_at(ctx: CitizenContext, anchor: datetime, scale: int) -> Score | None:
 
 def evaluate(ctx: CitizenContext, scale: int, now: datetime) -> list[Finding]:
     """A finding per measured time of the new vitals whose NEWS2 triggers."""
-    vitals = set(PARAMETERS) | {"heart_rate"}
     by_time: dict[datetime, list[ReadingView]] = {}
     for reading in ctx.new_readings:
-        if reading.metric in vitals and reading.quality != IMPLAUSIBLE:
+        if reading.metric in VITALS and reading.quality != IMPLAUSIBLE:
             by_time.setdefault(reading.measured_at, []).append(reading)
     findings = []
+    series = vitals(ctx) if by_time else {}
     for anchor in sorted(by_time):
-        result = score_at(ctx, anchor, scale)
+        result = score_at(ctx, anchor, scale, series)
         severity = result.severity if result is not None else None
         if result is None or severity is None:
             continue

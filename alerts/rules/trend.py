@@ -1,27 +1,25 @@
 """Trend rules: heart-failure weight gain (more than 2 kg within 3 days against the lowest
-weight in that window, ESC) and general rate-of-change rules (a change against the extreme of
+weight in that window, ESC) and general rate-of-change rules (a change against the mean of
 a metric's readings within a window before the new one). Implausible readings take no part."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from alerts.models import CitizenContext, Finding, ReadingView, Severity
 from alerts.plans import RateRule, WeightGain
-from alerts.rules.common import display, finding_about, plausible, unit
+from alerts.rules.common import Series, display, finding_about, unit
 from devices.catalogue import IMPLAUSIBLE
 
 
-def _window(history: Sequence[ReadingView], reading: ReadingView,
-            within: timedelta) -> list[ReadingView]:
-    start = reading.measured_at - within
-    return [r for r in history if start <= r.measured_at <= reading.measured_at]
+def _window(history: Series, reading: ReadingView, within: timedelta) -> list[ReadingView]:
+    lo, hi = history.span(reading.measured_at - within, reading.measured_at)
+    return history.readings[lo:hi]
 
 
 def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Finding]:
     """A yellow finding for each new weight more than `gain.kg` above the window's lowest."""
-    history = plausible(ctx.readings, "body_weight")
+    history = Series(ctx.readings, "body_weight")
     findings = []
     for reading in ctx.new_readings:
         if reading.metric != "body_weight" or reading.quality == IMPLAUSIBLE:
@@ -48,16 +46,16 @@ def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[F
     """Findings for new readings that moved by `rule.change` or more against the mean of the
     earlier readings within `rule.within` (at least `rule.min_readings` of them): a mean, not
     the extreme, because one noisy home reading must not be the reference."""
-    history = plausible(ctx.readings, rule.metric)
+    history = Series(ctx.readings, rule.metric)
     findings = []
     for reading in ctx.new_readings:
         if reading.metric != rule.metric or reading.quality == IMPLAUSIBLE:
             continue
-        earlier = [r for r in _window(history, reading, rule.within)
-                   if r.measured_at < reading.measured_at]
-        if len(earlier) < rule.min_readings:
+        lo, hi = history.span(reading.measured_at - rule.within, reading.measured_at,
+                              include_end=False)
+        if hi - lo < rule.min_readings:
             continue
-        reference = sum(r.value for r in earlier) / len(earlier)
+        reference = sum(history.values[lo:hi]) / (hi - lo)
         change = round(reading.value - reference, 3)
         falling = rule.change < 0
         if (change > rule.change) if falling else (change < rule.change):
@@ -70,6 +68,6 @@ def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[F
                      f"{reference:.1f} of the last {hours:g} h"),
             explanation={"metric": rule.metric, "value": reading.value, "change": change,
                          "limit": rule.change, "within_h": hours,
-                         "reference_mean": round(reference, 3), "reference_readings": len(earlier),
+                         "reference_mean": round(reference, 3), "reference_readings": hi - lo,
                          "source": rule.source}))
     return findings
