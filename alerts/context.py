@@ -8,7 +8,7 @@ latest new item), the plans and thresholds in force then, and the pauses around 
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +17,18 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from alerts import context_repository as repo
-from alerts.models import Bands, CitizenContext, DeviceState, EventView, ReadingView, Threshold
+from alerts.models import (
+    Bands,
+    CitizenContext,
+    DeviceState,
+    EventView,
+    ReadingView,
+    Series,
+    Threshold,
+)
 from alerts.plans import default_thresholds
 from alerts.rules import DEAD_LETTER_WINDOW, LOOKBACK
+from devices.catalogue import IMPLAUSIBLE
 
 if TYPE_CHECKING:
     from alerts.history_cache import HistoryCache
@@ -82,6 +91,8 @@ class CitizenHistory:
     devices: list[DeviceState] = field(default_factory=list)
     _reading_keys: list[tuple[datetime, int, str, str]] = field(default_factory=list, repr=False)
     _event_keys: list[tuple[datetime, int, str, str]] = field(default_factory=list, repr=False)
+    # The plausible readings per metric, in the same order, for the rules' Series.
+    _plausible: dict[str, _MetricReadings] = field(default_factory=dict, repr=False)
 
     def index(self) -> CitizenHistory:
         """Sort and index for cutting windows (call once, after filling)."""
@@ -89,12 +100,18 @@ class CitizenHistory:
         self.events.sort(key=_event_key)
         self._reading_keys = [_reading_key(r) for r in self.readings]
         self._event_keys = [_event_key(e) for e in self.events]
+        self._plausible = {}
+        for reading in self.readings:
+            if reading.quality != IMPLAUSIBLE:
+                self._plausible.setdefault(reading.metric, _MetricReadings()).append(reading)
         return self
 
     def merge(self, readings: Iterable[ReadingView], events: Iterable[EventView]) -> None:
         """Insert, in order, the readings and events this (indexed) history does not hold."""
         for reading in readings:
-            _insert(self.readings, self._reading_keys, reading, _reading_key(reading))
+            if (_insert(self.readings, self._reading_keys, reading, _reading_key(reading))
+                    and reading.quality != IMPLAUSIBLE):
+                self._plausible.setdefault(reading.metric, _MetricReadings()).insert(reading)
         for event in events:
             _insert(self.events, self._event_keys, event, _event_key(event))
 
@@ -104,6 +121,13 @@ class CitizenHistory:
         del self.readings[:cut], self._reading_keys[:cut]
         cut = bisect_left(self._event_keys, (since,))
         del self.events[:cut], self._event_keys[:cut]
+        for readings in self._plausible.values():
+            readings.forget_before(since)
+
+    def series_within(self, since: datetime, until: datetime) -> dict[str, Series]:
+        """Per metric, the plausible readings measured within [since, until]."""
+        return {metric: readings.within(since, until)
+                for metric, readings in self._plausible.items()}
 
     @property
     def size(self) -> int:
@@ -140,14 +164,46 @@ _TICK = timedelta(microseconds=1)
 
 
 def _insert(items: list[Any], keys: list[tuple[datetime, int, str, str]], item: Any,
-            key: tuple[datetime, int, str, str]) -> None:
+            key: tuple[datetime, int, str, str]) -> bool:
     """Insert `item` at its key's place unless an item with that key is there (the same stored
-    row: one taken from the queue that the history already held)."""
+    row: one taken from the queue that the history already held); whether it was inserted."""
     at = bisect_left(keys, key)
     if at < len(keys) and keys[at] == key:
-        return
+        return False
     keys.insert(at, key)
     items.insert(at, item)
+    return True
+
+
+@dataclass
+class _MetricReadings:
+    """One metric's plausible readings of a history, in history order, with their times and
+    values beside them (what a Series cuts)."""
+
+    readings: list[ReadingView] = field(default_factory=list)
+    keys: list[tuple[datetime, int, str, str]] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def append(self, reading: ReadingView) -> None:
+        self._put(len(self.keys), reading)
+
+    def insert(self, reading: ReadingView) -> None:
+        self._put(bisect_left(self.keys, _reading_key(reading)), reading)
+
+    def _put(self, at: int, reading: ReadingView) -> None:
+        self.readings.insert(at, reading)
+        self.keys.insert(at, _reading_key(reading))
+        self.times.insert(at, reading.measured_at)
+        self.values.insert(at, reading.value)
+
+    def forget_before(self, since: datetime) -> None:
+        cut = bisect_left(self.times, since)
+        del self.readings[:cut], self.keys[:cut], self.times[:cut], self.values[:cut]
+
+    def within(self, since: datetime, until: datetime) -> Series:
+        return Series(self.readings, self.times, self.values, bisect_left(self.times, since),
+                      bisect_right(self.times, until))
 
 
 def _newer(candidate: Threshold, held: Threshold) -> bool:
@@ -224,7 +280,8 @@ def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
         citizen_id=citizen, plans=names, thresholds=thresholds,
         readings=history.readings_within(since, until), events=history.events_within(since, until),
         new_readings=tuple(items.readings), new_events=tuple(items.events),
-        devices=tuple(history.devices), pauses=pauses, plan_settings=plans)
+        devices=tuple(history.devices), pauses=pauses, plan_settings=plans,
+        prepared_series=history.series_within(since, until))
 
 
 def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]],

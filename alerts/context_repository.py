@@ -13,13 +13,18 @@ from psycopg.rows import dict_row
 
 Conn = psycopg.Connection[Any]
 
-# The engine takes the oldest queued items that no other transaction holds; deleting them in
-# the transaction that records their findings is what makes evaluation exactly once.
-TAKE_QUEUE_BATCH = """
+# The engine takes the oldest queued items that no other transaction holds, emergency-button
+# presses first (then a press waits for one batch, not for the backlog); deleting them in the
+# transaction that records their findings is what makes evaluation exactly once.
+_URGENT = "source = 'event' AND name = 'emergency_button'"  # as the partial index says
+_TAKEN = """
 DELETE FROM evaluation_queue
- WHERE id IN (SELECT id FROM evaluation_queue ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+ WHERE id IN (SELECT id FROM evaluation_queue {where} ORDER BY id LIMIT %s
+              FOR UPDATE SKIP LOCKED)
 RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
           received_at, late, delay_cause, clock_suspect"""
+TAKE_URGENT = _TAKEN.format(where=f"WHERE {_URGENT}")
+TAKE_OLDEST = _TAKEN.format(where="")
 QUEUE_LENGTH = "SELECT count(*) AS n FROM evaluation_queue"
 TRY_LEAD = "SELECT pg_try_advisory_lock(%s) AS leading"
 LISTEN_EVALUATION = "LISTEN telecare_evaluation"
@@ -94,8 +99,12 @@ def _rows(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> lis
 
 
 def take_queue_batch(conn: Conn, limit: int) -> list[dict[str, Any]]:
-    """Delete and return up to `limit` of the oldest queued items (in queue order)."""
-    return sorted(_rows(conn, TAKE_QUEUE_BATCH, (limit,)), key=lambda row: row["id"])
+    """Delete and return up to `limit` queued items: the oldest emergency-button presses, then
+    the oldest of the rest (in queue order)."""
+    rows = _rows(conn, TAKE_URGENT, (limit,))
+    if len(rows) < limit:
+        rows += _rows(conn, TAKE_OLDEST, (limit - len(rows),))
+    return sorted(rows, key=lambda row: row["id"])
 
 
 def queue_length(conn: Conn) -> int:

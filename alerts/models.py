@@ -4,6 +4,8 @@ into alerts (alerts/lifecycle.py)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -11,6 +13,8 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from devices.catalogue import IMPLAUSIBLE
 
 
 class Severity(StrEnum):
@@ -151,6 +155,41 @@ class DeviceState:
     recent_dead_letters: int = 0
 
 
+class Series:
+    """One metric's plausible readings, oldest first (by measured time, then sequence number),
+    for windows cut by bisection: rules ask once per new reading, and a citizen whose oximeter
+    sends every second has a long history. The lists may be shared with a longer history;
+    [lo, hi) is the part this series covers, and indexes are into the shared lists."""
+
+    def __init__(self, readings: list[ReadingView], times: list[datetime], values: list[float],
+                 lo: int = 0, hi: int | None = None) -> None:
+        self.readings, self.times, self.values = readings, times, values
+        self.lo, self.hi = lo, len(readings) if hi is None else hi
+
+    @classmethod
+    def of(cls, readings: Iterable[ReadingView], metric: str) -> Series:
+        """The plausible readings of `metric` among `readings`."""
+        chosen = sorted((r for r in readings if r.metric == metric and r.quality != IMPLAUSIBLE),
+                        key=lambda r: (r.measured_at, r.seq))
+        return cls(chosen, [r.measured_at for r in chosen], [r.value for r in chosen])
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def span(self, start: datetime, end: datetime, *, include_end: bool = True) -> tuple[int, int]:
+        """Index range [lo, hi) of the readings measured within [start, end] (or [start, end))."""
+        hi = (bisect_right if include_end else bisect_left)(self.times, end, self.lo, self.hi)
+        return bisect_left(self.times, start, self.lo, hi), hi
+
+    def latest(self, start: datetime, end: datetime) -> ReadingView | None:
+        """The latest (by measured time, then sequence number) within [start, end]."""
+        lo, hi = self.span(start, end)
+        return self.readings[hi - 1] if hi > lo else None
+
+
+_NO_READINGS = Series([], [], [])
+
+
 @dataclass(frozen=True)
 class CitizenContext:
     """Everything the rules may look at for one citizen at one evaluation: their plans, the
@@ -168,6 +207,15 @@ class CitizenContext:
     # (start, end or None) of pauses overlapping the evaluated period.
     pauses: tuple[tuple[datetime, datetime | None], ...] = ()
     plan_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per metric, `readings` as a Series, when the builder has them at hand (a metric missing
+    # then has none); None: computed when asked.
+    prepared_series: Mapping[str, Series] | None = field(default=None, compare=False, repr=False)
+
+    def series(self, metric: str) -> Series:
+        """The plausible readings of `metric` in `readings`."""
+        if self.prepared_series is None:
+            return Series.of(self.readings, metric)
+        return self.prepared_series.get(metric) or _NO_READINGS
 
     def paused_at(self, at: datetime) -> bool:
         return any(start <= at and (end is None or at < end) for start, end in self.pauses)

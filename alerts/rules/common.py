@@ -3,7 +3,6 @@ and which readings a rule may use."""
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -68,26 +67,6 @@ def plausible(readings: Iterable[ReadingView], metric: str) -> list[ReadingView]
     """The readings of `metric` not marked implausible, oldest first."""
     return sorted((r for r in readings if r.metric == metric and r.quality != IMPLAUSIBLE),
                   key=lambda r: (r.measured_at, r.seq))
-
-
-class Series:
-    """One metric's plausible readings, oldest first, for windows cut by bisection: a rule
-    asks once per new reading, and a citizen who measures every second has a long history."""
-
-    def __init__(self, readings: Iterable[ReadingView], metric: str) -> None:
-        self.readings = plausible(readings, metric)
-        self._times = [r.measured_at for r in self.readings]
-        self.values = [r.value for r in self.readings]
-
-    def span(self, start: datetime, end: datetime, *, include_end: bool = True) -> tuple[int, int]:
-        """Index range [lo, hi) of the readings measured within [start, end] (or [start, end))."""
-        hi = (bisect_right if include_end else bisect_left)(self._times, end)
-        return bisect_left(self._times, start, 0, hi), hi
-
-    def latest(self, start: datetime, end: datetime) -> ReadingView | None:
-        """The latest (by measured time, then sequence number) within [start, end]."""
-        lo, hi = self.span(start, end)
-        return self.readings[hi - 1] if hi > lo else None
 
 
 def overlaps_pause(ctx: CitizenContext, start: datetime, end: datetime) -> bool:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from alerts.models import CitizenContext, EventView, Finding, ReadingView, Severity
-from alerts.rules.common import Series, finding_about
+from alerts.models import CitizenContext, EventView, Finding, ReadingView, Series, Severity
+from alerts.rules.common import finding_about
 from devices.catalogue import IMPLAUSIBLE
 
 WINDOW = timedelta(hours=1)
@@ -124,7 +124,7 @@ VITALS = (*PARAMETERS, "heart_rate")  # a pulse from a heart-rate sensor counts 
 
 def vitals(ctx: CitizenContext) -> dict[str, Series]:
     """The context's plausible readings of each vital, for score_at."""
-    return {metric: Series(ctx.readings, metric) for metric in VITALS}
+    return {metric: ctx.series(metric) for metric in VITALS}
 
 
 def score_at(ctx: CitizenContext, anchor: datetime, scale: int,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from alerts.models import CitizenContext, Finding, ReadingView, Severity
+from alerts.models import CitizenContext, Finding, ReadingView, Series, Severity
 from alerts.plans import RateRule, WeightGain
-from alerts.rules.common import Series, display, finding_about, unit
+from alerts.rules.common import display, finding_about, unit
 from devices.catalogue import IMPLAUSIBLE
 
 
@@ -19,7 +19,7 @@ def _window(history: Series, reading: ReadingView, within: timedelta) -> list[Re
 
 def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Finding]:
     """A yellow finding for each new weight more than `gain.kg` above the window's lowest."""
-    history = Series(ctx.readings, "body_weight")
+    history = ctx.series("body_weight")
     findings = []
     for reading in ctx.new_readings:
         if reading.metric != "body_weight" or reading.quality == IMPLAUSIBLE:
@@ -46,7 +46,7 @@ def rate_of_change(ctx: CitizenContext, rule: RateRule, now: datetime) -> list[F
     """Findings for new readings that moved by `rule.change` or more against the mean of the
     earlier readings within `rule.within` (at least `rule.min_readings` of them): a mean, not
     the extreme, because one noisy home reading must not be the reference."""
-    history = Series(ctx.readings, rule.metric)
+    history = ctx.series(rule.metric)
     findings = []
     for reading in ctx.new_readings:
         if reading.metric != rule.metric or reading.quality == IMPLAUSIBLE:

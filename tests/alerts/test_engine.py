@@ -69,6 +69,21 @@ def test_in_band_readings_leave_the_queue_and_raise_nothing(db: str, dbconn: Con
     assert _alerts(dbconn) == []
 
 
+def test_a_press_behind_a_backlog_of_readings_is_evaluated_in_the_first_batch(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    for seq in range(1, 11):
+        store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=125))
+    store(dbconn, [], [button(device, citizen, clock.now, 11)])
+    engine = AlertEngine(db, clock, batch_max=4)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.drain_once(work) == 4
+    assert _alerts(dbconn) == [(citizen, "emergency_button", "red", 1)]
+    # The rest of the batch was the oldest readings: the backlog keeps its order.
+    assert scalar(dbconn, "SELECT min(seq) FROM evaluation_queue") == 2
+
+
 class CountingCursor(psycopg.Cursor[Any]):
     executed: list[str] = []
 

@@ -13,6 +13,7 @@ import psycopg
 from alerts import context_repository as repo
 from alerts.context import NewItems, group_queue_rows, load_contexts
 from alerts.history_cache import HistoryCache
+from alerts.models import Series
 from tests.alerts.engine_support import FakeClock, bp_rows, enrolled, store
 
 Conn = psycopg.Connection[Any]
@@ -101,3 +102,25 @@ def test_the_least_recently_used_citizens_are_forgotten_beyond_the_bound(dbconn:
     context = load_contexts(dbconn, [citizens[0]], clock.now, cache=cache)  # forgotten
     assert cache.loads == 4
     assert _systolic(context[citizens[0]]) == [120]
+
+
+def test_the_prepared_series_are_what_the_rules_would_cut_from_the_readings(
+        dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    cache = HistoryCache()
+    # Out of order, with an implausible value among them: the series keep order and skip it.
+    for seq, minutes_ago, systolic in ((1, 30, 120), (2, 50, 260), (3, 10, 125), (4, 40, 118)):
+        rows = bp_rows(device, citizen, clock.now - timedelta(minutes=minutes_ago), seq, systolic)
+        if systolic > 250:
+            rows = [row._replace(quality="implausible") for row in rows]
+        store(dbconn, rows)
+        if seq == 2:
+            load_contexts(dbconn, [citizen], clock.now, cache=cache)
+    context = load_contexts(dbconn, [citizen], clock.now, new=_taken(dbconn), cache=cache)[citizen]
+    for metric in ("systolic_bp", "diastolic_bp", "pulse_rate"):
+        assert context.prepared_series is not None
+        prepared = context.prepared_series[metric]
+        computed = Series.of(context.readings, metric)
+        assert prepared.readings[prepared.lo:prepared.hi] == computed.readings
+    assert [r.seq for r in computed.readings] == [4, 1, 3]
