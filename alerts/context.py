@@ -336,13 +336,14 @@ def _load_configuration(conn: Conn, histories: Mapping[UUID, CitizenHistory],
 
 def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
                   new: Mapping[UUID, NewItems] | None = None,
-                  lookback: timedelta = LOOKBACK,
-                  cache: HistoryCache | None = None) -> dict[UUID, CitizenContext]:
+                  lookback: timedelta = LOOKBACK, cache: HistoryCache | None = None,
+                  with_devices: bool = True) -> dict[UUID, CitizenContext]:
     """The live context of each citizen at `now`, with the new items that triggered it (which
-    `cache`, when given, learns: they are stored rows)."""
+    `cache`, when given, learns: they are stored rows); without devices when the rules to run
+    look at none."""
     new = new or {}
     windows = {citizen: window(now, new.get(citizen), lookback) for citizen in citizens}
-    histories = load_histories(conn, windows, now, cache=cache)
+    histories = load_histories(conn, windows, now, cache=cache, with_devices=with_devices)
     for citizen, items in new.items():
         histories[citizen].merge(items.readings, items.events)
     return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),

@@ -170,7 +170,9 @@ class AlertEngine:
                 return 0
             grouped = group_queue_rows(rows)
             citizens = list(grouped)
-            contexts = load_contexts(conn, citizens, now, new=grouped, cache=self._cache)
+            # The rules about new items look at no device state (the tick's rules do).
+            contexts = load_contexts(conn, citizens, now, new=grouped, cache=self._cache,
+                                     with_devices=False)
             findings = self._record(conn, contexts, evaluate_new, now)
         self.counters.batches += 1
         self.counters.items += len(rows)
