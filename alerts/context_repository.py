@@ -87,6 +87,8 @@ SELECT citizen_id, lower(during) AS start, least(upper(during), cancelled_at) AS
    AND lower(during) <= %(until)s
    AND (least(upper(during), cancelled_at) IS NULL OR least(upper(during), cancelled_at) > %(since)s)
  ORDER BY citizen_id, lower(during)"""
+ACTIVE_RULES = """
+SELECT citizen_id, rule FROM alerts WHERE citizen_id = ANY(%s) AND state <> 'resolved'"""
 CARE_TEAMS = "SELECT id, care_team_id FROM citizens WHERE id = ANY(%s)"
 # Who the clock tick looks at: every citizen following a plan now.
 CITIZENS_WITH_PLANS = """
@@ -158,6 +160,15 @@ def pauses_overlapping(conn: Conn, citizens: Sequence[UUID], since: datetime,
                        until: datetime) -> list[dict[str, Any]]:
     return _rows(conn, PAUSES_OVERLAPPING, {"citizens": list(citizens), "since": since,
                                             "until": until})
+
+
+def active_rules(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, set[str]]:
+    """The rules of each citizen's alerts that are not resolved (only the leading engine opens
+    alerts, so what this transaction reads cannot be opened under it)."""
+    active: dict[UUID, set[str]] = {}
+    for row in _rows(conn, ACTIVE_RULES, (list(citizens),)):
+        active.setdefault(row["citizen_id"], set()).add(row["rule"])
+    return active
 
 
 def care_teams(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, UUID | None]:

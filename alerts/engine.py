@@ -62,12 +62,13 @@ class AlertEngine:
     """Evaluate queued items and run the tick while leading; stand by while another leads."""
 
     def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
-                 batch_max: int = 500, standby_retry_s: float = 1.0,
+                 batch_max: int = 500, tick_chunk: int = 100, standby_retry_s: float = 1.0,
                  stop_timeout_s: float = 10.0) -> None:
         self._dsn = dsn
         self._clock = clock
         self._tick_s = tick_s
         self._batch_max = batch_max
+        self._tick_chunk = tick_chunk
         self._standby_retry_s = standby_retry_s
         self._stop_timeout_s = stop_timeout_s
         self._conn: Conn | None = None
@@ -181,11 +182,11 @@ class AlertEngine:
 
     def tick_once(self, conn: Conn, stop: threading.Event | None = None) -> None:
         """The time-driven rules for every citizen with a plan, in chunks (draining the queue
-        between chunks, so that a long tick does not delay new readings), then escalation
+        between chunks: a new reading waits for one chunk, not for the whole tick), then escalation
         and the release of alerts held by a pause that has ended."""
         now = self._clock()
         citizens = repo.citizens_with_plans(conn, now)
-        for chunk in _chunks(citizens, self._batch_max):
+        for chunk in _chunks(citizens, self._tick_chunk):
             with conn.transaction():
                 contexts = load_contexts(conn, chunk, now, cache=self._cache)
                 self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
@@ -199,11 +200,19 @@ class AlertEngine:
     @staticmethod
     def _record(conn: Conn, contexts: dict[UUID, CitizenContext], evaluate: Evaluate,
                 now: datetime) -> int:
-        teams = repo.care_teams(conn, list(contexts))
+        found = {citizen: evaluate(context, now) for citizen, context in contexts.items()}
+        found = {citizen: findings for citizen, findings in found.items() if findings}
+        # A tick clears every condition that does not hold, for every citizen: a clear matters
+        # only where an alert of its rule is active, which one query for the batch tells.
+        clearing = [citizen for citizen, findings in found.items()
+                    if all(f.clears for f in findings)]
+        active = repo.active_rules(conn, clearing) if clearing else {}
+        teams = repo.care_teams(conn, list(found))
         recorded = 0
-        for citizen, context in contexts.items():
-            findings = evaluate(context, now)
-            if findings:
-                service.record_findings(conn, citizen, teams.get(citizen), findings, now)
-                recorded += len(findings)
+        for citizen, findings in found.items():
+            if citizen in clearing and not any(f.rule in active.get(citizen, ())
+                                               for f in findings):
+                continue
+            service.record_findings(conn, citizen, teams.get(citizen), findings, now)
+            recorded += len(findings)
         return recorded

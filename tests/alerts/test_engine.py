@@ -224,6 +224,33 @@ def test_the_tick_escalates_an_unacknowledged_red_alert_at_its_time(
                   "WHERE a.rule = 'emergency_button' AND h.action = 'escalated'") == 1
 
 
+def _battery(conn: Conn, device: str, pct: float, at: datetime) -> None:
+    conn.execute("INSERT INTO device_status (device_id, online, status_received_at, "
+                 "last_seen_at, battery_pct, updated_at) VALUES (%s, true, %s, %s, %s, %s) "
+                 "ON CONFLICT (device_id) DO UPDATE SET battery_pct = EXCLUDED.battery_pct, "
+                 "last_seen_at = EXCLUDED.last_seen_at", (device, at, at, pct, at))
+
+
+def test_the_tick_resolves_a_cleared_condition_and_records_no_clear_without_an_alert(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    low, low_citizen = enrolled(dbconn)
+    fine, _ = enrolled(dbconn)
+    # On their plans from now: nothing missed yet, so the tick finds battery states only.
+    dbconn.execute("UPDATE citizen_plans SET valid = tstzrange(%s, NULL)", (clock.now,))
+    _battery(dbconn, low, 10, clock.now)
+    _battery(dbconn, fine, 90, clock.now)
+    engine = AlertEngine(db, clock)
+    with psycopg.connect(db, autocommit=True) as work:
+        engine.tick_once(work)
+        assert [r[:3] for r in _alerts(dbconn)] == [(low_citizen, "battery_low", "yellow")]
+        _battery(dbconn, low, 80, clock.advance(60))
+        engine.tick_once(work)
+    assert scalar(dbconn, "SELECT state FROM alerts WHERE rule = 'battery_low'") == "resolved"
+    # The finding that opened it and the clear that resolved it; none for the other citizen.
+    assert scalar(dbconn, "SELECT count(*) FROM alert_findings") == 2
+
+
 def test_a_stop_ends_the_engine_within_its_bound(db: str) -> None:
     engine = AlertEngine(db, system_clock, stop_timeout_s=2)
     stop = threading.Event()
