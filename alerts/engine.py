@@ -63,7 +63,9 @@ class AlertEngine:
 
     def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
                  batch_max: int = 500, tick_chunk: int = 100, standby_retry_s: float = 1.0,
-                 stop_timeout_s: float = 10.0) -> None:
+                 stop_timeout_s: float = 10.0, cache_history: bool = True) -> None:
+        """`cache_history`: keep histories between batches (off: every batch reads them, as
+        the engine did before the cache; the engine benchmark's baseline)."""
         self._dsn = dsn
         self._clock = clock
         self._tick_s = tick_s
@@ -72,10 +74,14 @@ class AlertEngine:
         self._standby_retry_s = standby_retry_s
         self._stop_timeout_s = stop_timeout_s
         self._conn: Conn | None = None
-        self._cache = HistoryCache()
+        self._cache_history = cache_history
+        self._cache = self._new_cache()
         self._finished = threading.Event()
         self.leading = threading.Event()
         self.counters = EngineCounters()
+
+    def _new_cache(self) -> HistoryCache | None:
+        return HistoryCache() if self._cache_history else None
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -116,7 +122,7 @@ class AlertEngine:
     def _session(self, stop: threading.Event) -> None:
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
             self._conn = conn
-            self._cache = HistoryCache()  # what a former session (or leader) saw may be gone
+            self._cache = self._new_cache()  # what a former session (or leader) saw may be gone
             try:
                 if not self._wait_for_leadership(conn, stop):
                     return
