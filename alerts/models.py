@@ -173,9 +173,6 @@ class Series:
                         key=lambda r: (r.measured_at, r.seq))
         return cls(chosen, [r.measured_at for r in chosen], [r.value for r in chosen])
 
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
     def span(self, start: datetime, end: datetime, *, include_end: bool = True) -> tuple[int, int]:
         """Index range [lo, hi) of the readings measured within [start, end] (or [start, end))."""
         hi = (bisect_right if include_end else bisect_left)(self.times, end, self.lo, self.hi)

@@ -3,13 +3,12 @@ and which readings a rule may use."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from alerts.models import CitizenContext, EventView, Finding, ReadingView, Severity, is_current
 from alerts.plans import LOCAL
-from devices.catalogue import IMPLAUSIBLE, METRICS
+from devices.catalogue import METRICS
 
 Item = ReadingView | EventView
 
@@ -61,12 +60,6 @@ def display(metric: str) -> str:
 def unit(metric: str) -> str:
     known = METRICS.get(metric)
     return known.ucum if known else ""
-
-
-def plausible(readings: Iterable[ReadingView], metric: str) -> list[ReadingView]:
-    """The readings of `metric` not marked implausible, oldest first."""
-    return sorted((r for r in readings if r.metric == metric and r.quality != IMPLAUSIBLE),
-                  key=lambda r: (r.measured_at, r.seq))
 
 
 def overlaps_pause(ctx: CitizenContext, start: datetime, end: datetime) -> bool:
