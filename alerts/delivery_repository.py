@@ -21,17 +21,17 @@ CARE_TEAM_EXISTS = "SELECT 1 FROM care_teams WHERE id = %s"
 
 # An alert change as the care team sees it: the history row with what it is about.
 _EVENTS = """
-SELECT h.id, h.alert_id, h.care_team_id, h.at, h.action, h.actor, h.severity, h.state,
-       h.pushed, a.citizen_id, a.rule, a.is_current, a.summary
+SELECT h.id, h.stream_position, h.alert_id, h.care_team_id, h.at, h.action, h.actor,
+       h.severity, h.state, h.pushed, a.citizen_id, a.rule, a.is_current, a.summary
   FROM alert_history h
   JOIN alerts a ON a.id = h.alert_id"""
 TEAM_EVENTS_AFTER = _EVENTS + """
- WHERE h.care_team_id = %s AND h.id > %s
- ORDER BY h.id
+ WHERE h.care_team_id = %s AND h.stream_position > %s
+ ORDER BY h.stream_position
  LIMIT %s"""
 EVENTS_BY_ID = _EVENTS + """
  WHERE h.id = ANY(%s)
- ORDER BY h.id"""
+ ORDER BY h.stream_position"""
 
 CLAIM_DUE_DELIVERY = """
 SELECT d.id, d.webhook_id, d.history_id, d.attempts, w.url, w.secret, w.active
@@ -84,10 +84,10 @@ def care_team_exists(conn: Conn, team_id: UUID) -> bool:
     return conn.execute(CARE_TEAM_EXISTS, (team_id,)).fetchone() is not None
 
 
-def team_events_after(conn: Conn, team_id: UUID, after_id: int, limit: int) -> list[dict[str, Any]]:
-    """The team's alert changes with an id above `after_id`, oldest first."""
+def team_events_after(conn: Conn, team_id: UUID, after: int, limit: int) -> list[dict[str, Any]]:
+    """The team's alert changes committed after stream position `after`, in commit order."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(TEAM_EVENTS_AFTER, (team_id, after_id, limit)).fetchall()
+        return cur.execute(TEAM_EVENTS_AFTER, (team_id, after, limit)).fetchall()
 
 
 def events_by_id(conn: Conn, history_ids: Sequence[int]) -> list[dict[str, Any]]:

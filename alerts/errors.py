@@ -53,3 +53,11 @@ class TeamNotFound(NotFound):
 
 class TeamConflict(Conflict):
     code = "care_team_conflict"
+
+
+class InvalidWebhook(InvalidInput):
+    code = "invalid_webhook"
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"

@@ -112,8 +112,9 @@ SELECT {alert_columns} FROM alerts a
  ORDER BY a.id
    FOR UPDATE OF a SKIP LOCKED""").format(alert_columns=ALERT_COLUMNS, pause_end=PAUSE_END)
 HISTORY = """
-SELECT id, alert_id, care_team_id, at, action, actor, severity, state, pushed, detail
-  FROM alert_history WHERE alert_id = %s ORDER BY id"""
+SELECT id, stream_position, alert_id, care_team_id, at, action, actor, severity, state, pushed,
+       detail
+  FROM alert_history WHERE alert_id = %s ORDER BY stream_position"""
 FINDINGS = """
 SELECT citizen_id, rule, occurrence, alert_id, severity, measured_at, evaluated_at, is_current,
        data_age_s, delay_cause, detail
@@ -198,9 +199,10 @@ WEBHOOK_COLUMNS = sql.SQL("id, care_team_id, url, secret, active, created_at")
 INSERT_WEBHOOK = sql.SQL("""
 INSERT INTO webhooks (care_team_id, url, secret, created_at) VALUES (%s, %s, %s, %s)
 RETURNING {webhook_columns}""").format(webhook_columns=WEBHOOK_COLUMNS)
-SET_WEBHOOK_ACTIVE = sql.SQL(
-    "UPDATE webhooks SET active = %s WHERE id = %s RETURNING {webhook_columns}").format(
-    webhook_columns=WEBHOOK_COLUMNS)
+SET_WEBHOOK_ACTIVE = sql.SQL("""
+UPDATE webhooks SET active = %(active)s
+ WHERE id = %(id)s AND care_team_id = coalesce(%(team_id)s::uuid, care_team_id)
+RETURNING {webhook_columns}""").format(webhook_columns=WEBHOOK_COLUMNS)
 WEBHOOKS_OF_TEAM = sql.SQL(
     "SELECT {webhook_columns} FROM webhooks WHERE care_team_id = %s ORDER BY id").format(
     webhook_columns=WEBHOOK_COLUMNS)
@@ -211,6 +213,7 @@ class HistoryRow:
     """One stored alert_history row."""
 
     id: int
+    stream_position: int  # the event id on the team's stream (drawn at commit)
     alert_id: int
     care_team_id: UUID | None
     at: datetime
@@ -595,8 +598,10 @@ def insert_webhook(conn: Conn, team_id: UUID, url: str, secret: str, now: dateti
     return Webhook(**row)
 
 
-def set_webhook_active(conn: Conn, webhook_id: int, active: bool) -> Webhook | None:
-    row = _one(conn, SET_WEBHOOK_ACTIVE, (active, webhook_id))
+def set_webhook_active(conn: Conn, webhook_id: int, active: bool,
+                       team_id: UUID | None) -> Webhook | None:
+    """The webhook switched on or off; None when there is none with that id (in that team)."""
+    row = _one(conn, SET_WEBHOOK_ACTIVE, {"active": active, "id": webhook_id, "team_id": team_id})
     return None if row is None else Webhook(**row)
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import psycopg
@@ -30,11 +31,13 @@ from alerts.errors import (
     InvalidPlan,
     InvalidPolicy,
     InvalidThresholds,
+    InvalidWebhook,
     PauseNotFound,
     PlanConflict,
     PlanNotFound,
     TeamConflict,
     TeamNotFound,
+    WebhookNotFound,
 )
 from alerts.escalation import DEFAULT_POLICY, EscalationPolicy, parse_policy
 from alerts.lifecycle import Action, AlertState, HistoryEntry
@@ -49,6 +52,7 @@ from alerts.repository import (
     ThresholdVersion,
     Webhook,
 )
+from alerts.webhooks import new_webhook_secret
 from devices.catalogue import METRICS
 from devices.errors import CitizenNotFound
 
@@ -478,23 +482,33 @@ def teams_of(conn: Conn, citizen_ids: Sequence[UUID]) -> dict[UUID, UUID | None]
     return repository.teams_of(conn, citizen_ids)
 
 
-def add_webhook(conn: Conn, team_id: UUID, url: str, secret: str, now: datetime) -> Webhook:
-    """A webhook of the team, sent every pushed change; TeamNotFound, InvalidPolicy (bad URL)."""
-    if not url.startswith(("http://", "https://")) or not secret:
-        raise InvalidPolicy("a webhook needs an http(s) URL and a secret")
+def add_webhook(conn: Conn, team_id: UUID, url: str, secret: str | None, now: datetime) -> Webhook:
+    """A webhook of the team, sent every pushed change, signed with `secret` (None: a new random
+    one, which the caller shows once). TeamNotFound, InvalidWebhook (not an http(s) URL)."""
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. brackets around something that is no IPv6 address
+        usable = False
+    if not usable:
+        raise InvalidWebhook("a webhook needs an http(s) URL with a host")
+    if secret == "":
+        raise InvalidWebhook("a webhook needs a secret to sign with")
     with _atomic(conn):
         if repository.team(conn, team_id) is None:
             raise TeamNotFound(str(team_id))
-        return repository.insert_webhook(conn, team_id, url, secret, now)
+        return repository.insert_webhook(conn, team_id, url, secret or new_webhook_secret(), now)
 
 
-def set_webhook_active(conn: Conn, webhook_id: int, active: bool) -> Webhook:
-    """Switch a webhook on or off; InvalidPolicy when there is no such webhook."""
+def set_webhook_active(conn: Conn, webhook_id: int, active: bool,
+                       team_id: UUID | None = None) -> Webhook:
+    """Switch a webhook on or off (deliveries already queued still go when it is on);
+    WebhookNotFound when there is no such webhook (of `team_id`, when given)."""
     with _atomic(conn):
-        found = repository.set_webhook_active(conn, webhook_id, active)
-    if found is None:
-        raise InvalidPolicy(f"no webhook {webhook_id}")
-    return found
+        changed = repository.set_webhook_active(conn, webhook_id, active, team_id)
+    if changed is None:
+        raise WebhookNotFound(f"no webhook {webhook_id}")
+    return changed
 
 
 def webhooks_of_team(conn: Conn, team_id: UUID) -> list[Webhook]:

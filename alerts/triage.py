@@ -75,10 +75,10 @@ SELECT metric, measured_at, value, device_id, seq, received_at, late, delay_caus
  ORDER BY metric, measured_at, seq
  LIMIT %(limit)s"""
 HISTORY = """
-SELECT id, alert_id, at, action, actor, severity, state, pushed, detail
+SELECT id, stream_position, alert_id, at, action, actor, severity, state, pushed, detail
   FROM alert_history
  WHERE alert_id = %(alert_id)s
- ORDER BY id"""
+ ORDER BY stream_position"""
 
 
 @dataclass(frozen=True)

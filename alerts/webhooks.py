@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class RetryPolicy:
         """The wait after the `attempts`-th failed attempt (1-based)."""
         base: timedelta = min(self.cap, self.first * float(2 ** min(attempts - 1, 30)))
         return base * (1 + self.jitter * rng.random())
+
+
+def new_webhook_secret() -> str:
+    """A signing secret for a new webhook: 256 random bits, URL-safe text."""
+    return secrets.token_urlsafe(32)
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

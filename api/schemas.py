@@ -380,7 +380,9 @@ class AlertExplained(_Public):
 
 
 class AlertHistoryEntry(_Public):
-    id: int = Field(description="also the event id on the team's stream")
+    id: int
+    stream_position: int = Field(description="the event id on the team's stream: drawn when "
+                                             "the change committed, increasing in that order")
     alert_id: int
     at: datetime
     action: Literal["opened", "repeated", "worsened", "acknowledged", "resolved",
@@ -482,3 +484,32 @@ class EscalationPolicyPublic(_Public):
     is_default: bool = Field(description="the team has no policy of its own: the default chain")
     steps: list[EscalationStepBody]
     updated_at: datetime | None
+
+
+# An http(s) URL with a host name or IPv4 address, an optional port, and a path in printable
+# ASCII (anything else percent-encoded; spelt out, as "\s" means other characters in other
+# regex dialects). IPv6 literals are left out: a well-formed-looking "[0]" is no address.
+WEBHOOK_URL = r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+
+
+class WebhookCreate(_Request):
+    url: Annotated[str, Field(max_length=2048, pattern=WEBHOOK_URL,
+                              description="where every pushed change of the team is POSTed")]
+
+
+class WebhookSwitch(_Request):
+    active: bool = Field(strict=True, description="false: nothing new is queued for it, and what is "
+                                     "queued is not sent (given up)")
+
+
+class WebhookPublic(_Public):
+    id: int
+    care_team_id: UUID
+    url: str
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="signs every delivery (X-Telecare-Signature); shown only "
+                                    "in this answer")

@@ -9,3 +9,6 @@ ALERTS_LEADER = 0x7E1E_CA91  # held for its session by the one leading `telecare
 # The class of a two-int key (class, hash of a citizen), a key space apart from the single keys
 # above: one writer at a time decides whether a citizen's finding opens an alert.
 CITIZEN_ALERTS_CLASS = 0x7E1E_CA92
+# Taken at commit by every transaction that writes alert history (migrations/0009, where the
+# number is written out): stream positions are drawn in the order the changes become visible.
+ALERT_STREAM_ORDER = 0x7E1E_CA93

@@ -38,6 +38,10 @@ from api.schemas import (
     ThresholdSet,
     ThresholdVersionPublic,
     ThresholdWhatIf,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookPublic,
+    WebhookSwitch,
     WhatIfAlert,
     WhatIfResult,
 )
@@ -47,6 +51,7 @@ from devices.repository import citizen_exists
 router = APIRouter(tags=["care"])
 
 PauseId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _citizen(conn: DbDep, citizen_id: UUID) -> None:
@@ -122,6 +127,36 @@ def _policy(conn: DbDep, team_id: UUID, policy: EscalationPolicy) -> EscalationP
     return EscalationPolicyPublic.model_validate({
         "care_team_id": team_id, "is_default": updated_at is None, "steps": policy.as_json(),
         "updated_at": updated_at})
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+@router.get("/teams/{team_id}/webhooks", response_model=list[WebhookPublic],
+            responses=responses(404, 422))
+def list_webhooks(team_id: UUID, conn: DbDep, _caller: CallerDep) -> list[WebhookPublic]:
+    """The team's webhooks, oldest first (their secrets are never shown again)."""
+    service.team(conn, team_id)
+    return [WebhookPublic.model_validate(hook) for hook in service.webhooks_of_team(conn, team_id)]
+
+
+@router.post("/teams/{team_id}/webhooks", response_model=WebhookCreated, status_code=201,
+             responses=responses(400, 404, 422))
+def add_webhook(team_id: UUID, body: WebhookCreate, conn: DbDep, _caller: CallerDep,
+                now: NowDep) -> WebhookCreated:
+    """A webhook that receives every pushed change of the team, signed with a new secret,
+    which this answer shows once."""
+    return WebhookCreated.model_validate(service.add_webhook(conn, team_id, body.url, None, now))
+
+
+@router.patch("/teams/{team_id}/webhooks/{webhook_id}", response_model=WebhookPublic,
+              responses=responses(400, 404, 422))
+def switch_webhook(team_id: UUID, webhook_id: WebhookId, body: WebhookSwitch, conn: DbDep,
+                   _caller: CallerDep) -> WebhookPublic:
+    """Switch one of the team's webhooks on or off; 404 `webhook_not_found` for a webhook of
+    another team, as for one that does not exist."""
+    service.team(conn, team_id)
+    return WebhookPublic.model_validate(
+        service.set_webhook_active(conn, webhook_id, body.active, team_id))
 
 
 # --- plans --------------------------------------------------------------------------------

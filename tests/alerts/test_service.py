@@ -23,9 +23,11 @@ from alerts.errors import (
     InvalidPlan,
     InvalidPolicy,
     InvalidThresholds,
+    InvalidWebhook,
     PlanConflict,
     PlanNotFound,
     TeamNotFound,
+    WebhookNotFound,
 )
 from alerts.escalation import DEFAULT_POLICY, Contact, EscalationPolicy, EscalationStep
 from alerts.lifecycle import AlertStatus
@@ -401,3 +403,20 @@ def test_a_citizen_moving_team_takes_their_open_alerts(conn: Conn, team_citizen:
         service.assign_citizen(conn, team_citizen.citizen_id, uuid.uuid4())
     with pytest.raises(CitizenNotFound):
         service.team_of(conn, uuid.uuid4())
+
+
+def test_a_webhook_needs_an_http_url_with_a_host_and_belongs_to_its_team(
+        conn: Conn, team_id: uuid.UUID) -> None:
+    for bad in ("ftp://x.example/", "http://", "x.example/hook", "http://[0]/"):
+        with pytest.raises(InvalidWebhook):
+            service.add_webhook(conn, team_id, bad, None, NOW)
+    with pytest.raises(InvalidWebhook):
+        service.add_webhook(conn, team_id, "https://x.example/", "", NOW)
+    hook = service.add_webhook(conn, team_id, "https://x.example/", None, NOW)
+    other = service.add_webhook(conn, team_id, "https://x.example/", None, NOW)
+    assert len(hook.secret) >= 40 and hook.secret != other.secret  # random, 256 bits
+    with pytest.raises(WebhookNotFound):
+        service.set_webhook_active(conn, hook.id, False, new_team(conn))
+    assert service.set_webhook_active(conn, hook.id, False, team_id).active is False
+    with pytest.raises(WebhookNotFound):
+        service.set_webhook_active(conn, 2**62, True)

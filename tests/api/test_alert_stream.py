@@ -121,7 +121,8 @@ class StreamClient:
             self.ended.set()
 
     def ids(self) -> list[int]:
-        return [e.id for e in self.events]
+        """The history ids of the events received (the event id is the stream position)."""
+        return [e.data["history_id"] for e in self.events]
 
     def close(self) -> None:
         self.ended.set()
@@ -193,8 +194,9 @@ def test_a_reconnecting_client_gets_what_it_missed_then_live_changes_once(
     seen = data.history(conn, alert, team, NOW, "opened")
     wait_for(lambda: first.ids() == [seen], 5, "the first event")
     first.close()
+    last = first.events[-1].id
     missed = [data.history(conn, alert, team, NOW, a) for a in ("repeated", "worsened")]
-    for headers, url in (({"Last-Event-ID": str(seen)}, ""), ({}, f"?last_event_id={seen}")):
+    for headers, url in (({"Last-Event-ID": str(last)}, ""), ({}, f"?last_event_id={last}")):
         again = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream{url}", headers).start()
         try:
             wait_for(lambda: again.ids() == missed, 5, "the missed events")  # noqa: B023
@@ -205,6 +207,28 @@ def test_a_reconnecting_client_gets_what_it_missed_then_live_changes_once(
         finally:
             again.close()
         missed = [*missed, live]
+
+
+@PG
+def test_a_change_that_commits_after_a_later_drawn_one_is_not_skipped_on_resume(
+        server: Server, conn: psycopg.Connection[Any], database: str) -> None:
+    """The history id is drawn at insert: here the slow transaction draws the smaller id and
+    commits last. A client that saw the other change and resumes from it still gets this one."""
+    team, alert = _team_alert(conn)
+    first = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream").start()
+    with psycopg.connect(database) as slow:  # a transaction of its own, open until commit()
+        drawn_first = data.history(slow, alert, team, NOW, "acknowledged", pushed=False)
+        committed_first = data.history(conn, alert, team, NOW, "repeated")
+        assert drawn_first < committed_first
+        wait_for(lambda: first.ids() == [committed_first], 5, "the committed change")
+        first.close()
+        slow.commit()
+    again = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream",
+                         {"Last-Event-ID": str(first.events[-1].id)}).start()
+    try:
+        wait_for(lambda: again.ids() == [drawn_first], 5, "the change committed last")
+    finally:
+        again.close()
 
 
 @PG
@@ -223,6 +247,8 @@ def test_a_slow_client_is_cut_off_without_holding_up_the_others_and_resumes(
         ids = [r[0] for r in rows]
         wait_for(lambda: len(fast.events) == len(ids), 60, "the fast client to get them all")
         assert fast.ids() == ids
+        positions = [e.id for e in fast.events]
+        assert positions == sorted(positions)
         # The slow one was cut off: its connection is closed by the server.
         slow.settimeout(30)
         total = 0
@@ -233,7 +259,7 @@ def test_a_slow_client_is_cut_off_without_holding_up_the_others_and_resumes(
         fast.close()
         slow.close()
     resumed = StreamClient(f"{server.url}/v1/teams/{team}/alerts/stream",
-                           {"Last-Event-ID": str(ids[9999])}).start()
+                           {"Last-Event-ID": str(positions[9999])}).start()
     try:
         wait_for(lambda: len(resumed.events) == 10000, 30, "the resumed client's backlog")
         assert resumed.ids() == ids[10000:]

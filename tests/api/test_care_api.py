@@ -255,6 +255,38 @@ def test_escalation_policy_defaults_and_is_replaced(client: TestClient, conn: ps
              "care_team_not_found")
 
 
+def test_a_team_adds_webhooks_sees_the_secret_once_and_switches_them(
+        client: TestClient, conn: psycopg.Connection[Any], team: dict[str, Any]) -> None:
+    path = f"/v1/teams/{team['id']}/webhooks"
+    assert client.get(path).json() == []
+    added = client.post(path, json={"url": "https://care.example/hooks/telecare?team=1"})
+    assert added.status_code == 201, added.text
+    hook = added.json()
+    assert hook["active"] is True and hook["care_team_id"] == team["id"]
+    assert hook["created_at"] == Z and len(hook["secret"]) >= 40
+    stored = service.webhooks_of_team(conn, UUID(team["id"]))
+    assert [(w.id, w.secret) for w in stored] == [(hook["id"], hook["secret"])]
+    public = {k: v for k, v in hook.items() if k != "secret"}
+    assert client.get(path).json() == [public]  # never the secret again
+
+    switched = client.patch(f"{path}/{hook['id']}", json={"active": False})
+    assert switched.status_code == 200, switched.text
+    assert switched.json() == {**public, "active": False}
+    assert client.get(path).json() == [{**public, "active": False}]
+
+    other = client.post("/v1/teams", json={"name": f"Team {uuid4().hex[:8]}"}).json()
+    problem(client.patch(f"/v1/teams/{other['id']}/webhooks/{hook['id']}",
+                         json={"active": True}), 404, "webhook_not_found")
+    assert client.get(path).json()[0]["active"] is False  # another team cannot switch it
+    for bad in ("ftp://care.example/x", "https://", "care.example/hooks", "https://a b/"):
+        problem(client.post(path, json={"url": bad}), 422, "invalid_request")
+    problem(client.post(path, json={"url": "https://x.example", "secret": "mine"}), 422,
+            "invalid_request")
+    problem(client.post(f"/v1/teams/{uuid4()}/webhooks", json={"url": "https://x.example"}),
+            404, "care_team_not_found")
+    problem(client.get(f"/v1/teams/{uuid4()}/webhooks"), 404, "care_team_not_found")
+
+
 @pytest.mark.parametrize(("path", "allowed"), [
     ("/v1/teams", "GET, POST"),
     ("/v1/citizens/{citizen}/plans/copd", "DELETE, GET, PUT"),
