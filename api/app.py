@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from psycopg_pool import ConnectionPool
 
 from api import problems
+from api.auth.service import TokenPolicy
+from api.auth.tokens import signing_key
 from api.deps import current_caller
-from api.routes import alert_stream, alerts, care, dead_letters, devices, health, readings
+from api.routes import alert_stream, alerts, auth, care, dead_letters, devices, health, readings
 from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
@@ -45,10 +48,14 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
 
     app = TelecareAPI(title="Telecare API", version="0.1.0", lifespan=lifespan,
                       dependencies=[Depends(current_caller)])
+    app.state.auth_required = settings.auth_required
+    app.state.token_policy = TokenPolicy(
+        key=signing_key(settings), access_ttl=timedelta(seconds=settings.access_token_ttl_s),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
     problems.install(app)
     app.include_router(health.router)
-    for router in (readings.router, devices.router, dead_letters.router, alerts.router,
-                   care.router):
+    for router in (auth.router, readings.router, devices.router, dead_letters.router,
+                   alerts.router, care.router):
         app.include_router(router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
     return app

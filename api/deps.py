@@ -9,23 +9,47 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 from psycopg_pool import ConnectionPool
 
+from api.auth.errors import NotSignedIn
+from api.auth.service import TokenPolicy
+from api.auth.tokens import read_access_token
 from core.clock import Clock
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking. Authentication and access scoping attach here (issue: access control);
-    until then every caller is the local operator."""
+    """Who is asking: a signed-in user (subject = user id), or, while sign-in is not required,
+    the local operator. Access scoping attaches here (issue: access control)."""
 
     subject: str
     role: str
+    username: str | None = None
+    token_expires_at: datetime | None = None
 
 
-def current_caller(_request: Request) -> Caller:
-    """The one gate every route passes through."""
-    return Caller(subject="local-operator", role="operator")
+LOCAL_OPERATOR = Caller(subject="local-operator", role="operator")
+# Reachable without a token even when sign-in is required.
+OPEN_PATHS = frozenset({"/health", "/ready", "/v1/auth/token", "/v1/auth/refresh",
+                        "/v1/auth/revoke"})
+# Lets /docs authorise with the password flow; we answer a missing token ourselves.
+_bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+def current_caller(request: Request,
+                   token: Annotated[str | None, Depends(_bearer)] = None) -> Caller:
+    """The one gate every route passes through: a token, when sent, must be valid (401
+    otherwise); without one, the local operator unless sign-in is required."""
+    if token is None:
+        if request.app.state.auth_required and request.url.path not in OPEN_PATHS:
+            raise NotSignedIn("sign in first: this API needs an access token")
+        return LOCAL_OPERATOR
+    policy: TokenPolicy = request.app.state.token_policy
+    clock: Clock = request.app.state.clock
+    claims = read_access_token(token, policy.key, clock())
+    return Caller(subject=str(claims.user_id), role=claims.role, username=claims.username,
+                  token_expires_at=claims.expires_at)
 
 
 def db(request: Request) -> Iterator[psycopg.Connection[Any]]:

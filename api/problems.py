@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from alerts.errors import AlertConflict, AlertNotFound, InvalidThresholds
+from api.auth.errors import NotSignedIn, SignInBlocked, SignInRefused
 from api.schemas import Problem
 from core.errors import Conflict, InvalidInput, NotFound, TelecareError
 
@@ -30,13 +31,20 @@ STATUS_BY_ERROR: dict[type[TelecareError], int] = {
     AlertNotFound: 404,
     AlertConflict: 409,
     InvalidThresholds: 422,
+    NotSignedIn: 401,
+    SignInRefused: 400,  # OAuth2's invalid_grant
+    SignInBlocked: 429,
 }
 PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 
 # What each status means on this API, for the OpenAPI document.
 _MEANING: dict[int, str] = {
-    400: "The body could not be read as JSON.",
+    400: "The body could not be read as JSON; or, signing in, the username and password (or the "
+         "refresh token) are not valid: `invalid_grant`, one answer whichever it was.",
+    401: "No valid access token: sign in at /v1/auth/token and send it as `Authorization: "
+         "Bearer ...` (expired, not ours, or missing where sign-in is required).",
+    429: "Too many failed sign-ins: try again after Retry-After seconds.",
     404: "No such resource (an unknown citizen, device, care team, alert, plan or pause).",
     409: "The request conflicts with the resource's state: resolving a resolved alert, "
          "acknowledging one that is not open, a plan the citizen already follows in that "
@@ -53,10 +61,11 @@ _MEANING: dict[int, str] = {
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` of a route: each status as problem+json, plus 500, which any route may give."""
+    """The `responses=` of a route: each status as problem+json, plus those any route may give
+    (401 for a token that is not valid, 500, 503)."""
     return {status: {"description": _MEANING[status],
                      "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
-            for status in sorted({*statuses, 500, 503})}
+            for status in sorted({*statuses, 401, 500, 503})}
 
 
 def add_problem_schema(document: dict[str, Any]) -> None:
@@ -113,7 +122,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TelecareError)
     async def _domain(_r: Request, exc: TelecareError) -> JSONResponse:
-        return problem(_status_of(exc), str(exc), code=exc.code)
+        # WWW-Authenticate with a 401, Retry-After with a 429 (api/auth/errors.py).
+        return problem(_status_of(exc), str(exc), code=exc.code,
+                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:

@@ -513,3 +513,25 @@ class WebhookPublic(_Public):
 class WebhookCreated(WebhookPublic):
     secret: str = Field(description="signs every delivery (X-Telecare-Signature); shown only "
                                     "in this answer")
+
+
+# --- Sign-in (issue 7) ----------------------------------------------------------------------
+
+class TokenResponse(_Public):
+    """OAuth2's token answer (RFC 6749 5.1), plus the refresh token."""
+
+    access_token: str = Field(description="send as `Authorization: Bearer ...`")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds the access token is valid")
+    refresh_token: str = Field(description="for POST /v1/auth/refresh; used once")
+
+
+class RefreshRequest(_Request):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SignedIn(_Public):
+    id: UUID
+    username: str
+    role: str
+    expires_at: datetime = Field(description="when the access token sent expires")

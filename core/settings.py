@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     # for the broker to redeliver.
     stop_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Sign-in (api/auth). The key signs access tokens (HS256); unset, each API process makes a
+    # random one at start (tokens then die with the process and are not valid in another one:
+    # set it when running more than one). Access tokens are short-lived: a disabled user's
+    # token works until it expires; refresh tokens are revoked at once.
+    auth_signing_key: SecretStr | None = None
+    # Refuse every call without a valid access token (401), except health, readiness and the
+    # sign-in routes. Off, a call without a token acts as the local operator, as before sign-in
+    # existed; on, a signed-in caller still sees everything until access scoping lands.
+    auth_required: bool = False
+    access_token_ttl_s: int = Field(default=900, ge=30, le=3600)
+    refresh_token_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+
     batch_max: int = Field(default=500, ge=1)
     batch_wait_ms: int = Field(default=10, ge=0)
     # The protocol's limit (ingest/wire.py MAX_PAYLOAD_BYTES); lower it, never raise it.

@@ -1,4 +1,4 @@
-"""`telecare migrate | ingest | alerts | api | simulate | demo | schema`."""
+"""`telecare migrate | ingest | alerts | api | users | simulate | demo | schema`."""
 
 from __future__ import annotations
 
@@ -139,6 +139,51 @@ def _aware_time(text: str) -> datetime:
     return at
 
 
+def _password(args: argparse.Namespace) -> str:
+    """From standard input (a line), or asked for twice on a terminal."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass(f"password for {args.username}: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("the passwords differ")
+    return first
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from api.auth import service
+    from core.clock import system_clock
+    from core.errors import TelecareError
+
+    with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
+        try:
+            if args.users_command == "add":
+                user = service.create_user(conn, args.username, args.name, args.role,
+                                           _password(args), system_clock())
+                print(f"added {user.username} ({user.role}) {user.id}")
+            elif args.users_command == "password":
+                service.set_password(conn, args.username, _password(args), system_clock())
+                print(f"new password for {args.username}; its sign-ins are revoked")
+            elif args.users_command == "disable":
+                service.disable_user(conn, args.username, system_clock())
+                print(f"disabled {args.username}; its sign-ins are revoked")
+            elif args.users_command == "enable":
+                service.enable_user(conn, args.username)
+                print(f"enabled {args.username}")
+            else:
+                for user in service.users(conn):
+                    state = "disabled" if user.disabled_at else (
+                        "blocked" if user.blocked_until else "active")
+                    print(f"{user.username}\t{user.role}\t{state}\t{user.display_name}")
+        except TelecareError as exc:
+            print(f"telecare users: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -170,6 +215,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="time-driven rules every this many measured-time seconds")
     replay.add_argument("--requested-by", default="cli")
     replay.set_defaults(run=cmd_alerts_replay)
+
+    users = sub.add_parser("users", help="people and integrations who sign in to the API")
+    users.set_defaults(run=cmd_users, users_command="list")
+    users_sub = users.add_subparsers(dest="users_command")
+    users_sub.add_parser("list", help="every user, role and state")
+    add = users_sub.add_parser("add", help="a new user; the password is read from standard "
+                               "input (or asked for on a terminal)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, help="administrator, nurse, project_lead, "
+                     "citizen, relative or service")
+    add.add_argument("--name", required=True, help="the name shown to others")
+    for name, text in (("password", "set a new password (read as for add)"),
+                       ("disable", "no more sign-ins; revokes the user's refresh tokens"),
+                       ("enable", "allow sign-ins again")):
+        users_sub.add_parser(name, help=text).add_argument("username")
 
     fleet_args = argparse.ArgumentParser(add_help=False)
     fleet_args.add_argument("--citizens", type=int, default=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
+from api.auth import service as auth_service
+from core.clock import system_clock
 from core.migrations import migrate
 from core.settings import Settings
 from ingest.worker import IngestWorker
@@ -71,7 +74,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
                                faults=("duplicates", "offline", "malformed", "low_battery"),
                                ground_truth=str(DATA_DIR / "ground_truth.jsonl"))
         fleet_thread = _thread("fleet", lambda: run_fleet(live, options, stop))
-        _print_welcome(live, dsn)
+        _print_welcome(live, dsn, demo_users(dsn))
         stop.wait()
         log.info("stopping: fleet, ingest, API, servers")
         fleet_thread.join(90)
@@ -82,7 +85,27 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
     return 0
 
 
-def _print_welcome(settings: Settings, dsn: str) -> None:
+# Signed-in users see everything until access scoping exists (docs/access.md), so the demo
+# makes only these two; the citizen, relative and project-lead accounts come with their scopes.
+DEMO_USERS = (("admin", "administrator", "Demo Administrator"), ("nurse", "nurse", "Demo Nurse"))
+
+
+def demo_users(dsn: str) -> dict[str, str]:
+    """The demo's users with a fresh random password each (kept data keeps the users)."""
+    passwords = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        existing = {user.username for user in auth_service.users(conn)}
+        for username, role, name in DEMO_USERS:
+            password = secrets.token_urlsafe(12)
+            if username in existing:
+                auth_service.set_password(conn, username, password, system_clock())
+            else:
+                auth_service.create_user(conn, username, name, role, password, system_clock())
+            passwords[username] = password
+    return passwords
+
+
+def _print_welcome(settings: Settings, dsn: str, passwords: dict[str, str]) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT id, display_name FROM citizens ORDER BY created_at LIMIT 1"
@@ -100,6 +123,8 @@ def _print_welcome(settings: Settings, dsn: str) -> None:
         f"  devices:       {base}/v1/devices\n"
         f"  dead letters:  {base}/v1/dead-letters\n"
         f"{example}{alerts}"
+        f"  sign in:       curl -d username=nurse -d password={passwords['nurse']} "
+        f"{base}/v1/auth/token   (admin: {passwords['admin']}; /docs: Authorize)\n"
         f"  MQTT broker:   {settings.mqtt_host}:{settings.mqtt_port} (MQTT {settings.mqtt_protocol}),"
         f" topics {settings.topic_root}/v1/#\n"
         f"  ground truth:  {DATA_DIR / 'ground_truth.jsonl'} (JSON lines, written as it happens)\n",
