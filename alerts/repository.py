@@ -213,7 +213,7 @@ class HistoryRow:
     """One stored alert_history row."""
 
     id: int
-    stream_position: int  # the event id on the team's stream (drawn at commit)
+    stream_position: int | None  # the event id on the team's stream (drawn at commit)
     alert_id: int
     care_team_id: UUID | None
     at: datetime

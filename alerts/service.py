@@ -10,8 +10,10 @@ sender deliver)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import httpx
 import psycopg
 from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
@@ -482,16 +485,39 @@ def teams_of(conn: Conn, citizen_ids: Sequence[UUID]) -> dict[UUID, UUID | None]
     return repository.teams_of(conn, citizen_ids)
 
 
+def _sendable(url: str) -> bool:
+    """An http(s) URL that the sender can encode (httpx, IDNA), with a port in range."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
+            return False
+        httpx.URL(url).host.encode("idna")
+    except (ValueError, UnicodeError, httpx.InvalidURL):
+        return False
+    return True
+
+
+def points_inside(url: str) -> bool:
+    """Whether a webhook URL names this machine or a link-local address (a cloud's metadata
+    service): what the API refuses, so that a caller cannot make Telecare post alert data to
+    itself. (A name is resolved only when sending; a name that resolves there is not seen.)"""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # Digits that are no dotted address ("2130706433", "0x7f000001") are one to the resolver.
+        return bool(re.fullmatch(r"[0-9.]+|0x[0-9a-fx.]*", host))
+    return address.is_loopback or address.is_link_local or address.is_unspecified \
+        or address.is_multicast
+
+
 def add_webhook(conn: Conn, team_id: UUID, url: str, secret: str | None, now: datetime) -> Webhook:
     """A webhook of the team, sent every pushed change, signed with `secret` (None: a new random
     one, which the caller shows once). TeamNotFound, InvalidWebhook (not an http(s) URL)."""
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. brackets around something that is no IPv6 address
-        usable = False
-    if not usable:
-        raise InvalidWebhook("a webhook needs an http(s) URL with a host")
+    if not _sendable(url):
+        raise InvalidWebhook("a webhook needs an http(s) URL with a host that can be sent to")
     if secret == "":
         raise InvalidWebhook("a webhook needs a secret to sign with")
     with _atomic(conn):

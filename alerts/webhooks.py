@@ -141,8 +141,11 @@ def _post(client: httpx.Client, delivery: dict[str, Any], action: str, body: byt
     started = time.monotonic()
     try:
         response = client.post(delivery["url"], content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        # The class only: an error's text can carry the URL with credentials in it.
+    except Exception as exc:  # noqa: BLE001 - any failure is this delivery's, never the sender's
+        # Not only httpx.HTTPError: a URL httpx cannot encode (a host label over 63 characters,
+        # say) raises UnicodeError, which would roll the attempt back and leave this delivery
+        # first in line for ever, holding up every team's. The class only: an error's text can
+        # carry the URL with credentials in it.
         return None, type(exc).__name__, (time.monotonic() - started) * 1000
     duration_ms = (time.monotonic() - started) * 1000
     return response.status_code, None if response.is_success else f"HTTP {response.status_code}", \

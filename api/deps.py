@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from psycopg_pool import ConnectionPool
 
-from api.auth.errors import NotSignedIn
+from api.auth.errors import NotAllowed, NotSignedIn
 from api.auth.service import TokenPolicy
 from api.auth.tokens import read_access_token
 from core.clock import Clock
@@ -40,9 +40,12 @@ _bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 def current_caller(request: Request,
                    token: Annotated[str | None, Depends(_bearer)] = None) -> Caller:
     """The one gate every route passes through: a token, when sent, must be valid (401
-    otherwise); without one, the local operator unless sign-in is required."""
+    otherwise); without one, the local operator unless sign-in is required. The open paths
+    ignore a token: a client that sends its expired one must still be able to refresh."""
+    if request.url.path in OPEN_PATHS:
+        return LOCAL_OPERATOR
     if token is None:
-        if request.app.state.auth_required and request.url.path not in OPEN_PATHS:
+        if request.app.state.auth_required:
             raise NotSignedIn("sign in first: this API needs an access token")
         return LOCAL_OPERATOR
     policy: TokenPolicy = request.app.state.token_policy
@@ -50,6 +53,12 @@ def current_caller(request: Request,
     claims = read_access_token(token, policy.key, clock())
     return Caller(subject=str(claims.user_id), role=claims.role, username=claims.username,
                   token_expires_at=claims.expires_at)
+
+
+def require_role(caller: Caller, *roles: str) -> None:
+    """NotAllowed unless the caller has one of `roles` (the local operator has every role)."""
+    if caller is not LOCAL_OPERATOR and caller.role not in roles:
+        raise NotAllowed(f"a {caller.role} may not do this")
 
 
 def db(request: Request) -> Iterator[psycopg.Connection[Any]]:

@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from alerts.errors import AlertConflict, AlertNotFound, InvalidThresholds
-from api.auth.errors import NotSignedIn, SignInBlocked, SignInRefused
+from api.auth.errors import NotAllowed, NotSignedIn, SignInBlocked, SignInBusy, SignInRefused
 from api.schemas import Problem
 from core.errors import Conflict, InvalidInput, NotFound, TelecareError
 
@@ -32,8 +32,10 @@ STATUS_BY_ERROR: dict[type[TelecareError], int] = {
     AlertConflict: 409,
     InvalidThresholds: 422,
     NotSignedIn: 401,
+    NotAllowed: 403,
     SignInRefused: 400,  # OAuth2's invalid_grant
     SignInBlocked: 429,
+    SignInBusy: 503,
 }
 PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
@@ -44,6 +46,7 @@ _MEANING: dict[int, str] = {
          "refresh token) are not valid: `invalid_grant`, one answer whichever it was.",
     401: "No valid access token: sign in at /v1/auth/token and send it as `Authorization: "
          "Bearer ...` (expired, not ours, or missing where sign-in is required).",
+    403: "Your role may not do this (managing a team's webhooks: administrators only).",
     429: "Too many failed sign-ins: try again after Retry-After seconds.",
     404: "No such resource (an unknown citizen, device, care team, alert, plan or pause).",
     409: "The request conflicts with the resource's state: resolving a resolved alert, "
@@ -56,7 +59,7 @@ _MEANING: dict[int, str] = {
          "the form of one is wrong.",
     500: "An unexpected error; it has been logged. Nothing a client sends should cause it.",
     503: "The database is unavailable (try again after Retry-After seconds), or, for /ready, "
-         "migrations are pending.",
+         "migrations are pending; at sign-in, too many sign-ins at once (`sign_in_busy`).",
 }
 
 

@@ -381,8 +381,9 @@ class AlertExplained(_Public):
 
 class AlertHistoryEntry(_Public):
     id: int
-    stream_position: int = Field(description="the event id on the team's stream: drawn when "
-                                             "the change committed, increasing in that order")
+    stream_position: int | None = Field(description="the event id on the team's stream: "
+                                                    "drawn when the change committed, "
+                                                    "increasing in that order")
     alert_id: int
     at: datetime
     action: Literal["opened", "repeated", "worsened", "acknowledged", "resolved",
@@ -486,10 +487,12 @@ class EscalationPolicyPublic(_Public):
     updated_at: datetime | None
 
 
-# An http(s) URL with a host name or IPv4 address, an optional port, and a path in printable
-# ASCII (anything else percent-encoded; spelt out, as "\s" means other characters in other
-# regex dialects). IPv6 literals are left out: a well-formed-looking "[0]" is no address.
-WEBHOOK_URL = r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+# An http(s) URL: a host name or IPv4 address of labels of 1-63 characters, a port 1-65535,
+# and a path in printable ASCII (anything else percent-encoded; spelt out, as "\s" means other
+# characters in other regex dialects). IPv6 literals are left out: "[0]" looks like one.
+_LABEL = "[A-Za-z0-9_-]{1,63}"
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL = rf"^https?://({_LABEL}\.)*{_LABEL}\.?(:{_PORT})?([/?#][!-~]*)?$"
 
 
 class WebhookCreate(_Request):

@@ -1,7 +1,7 @@
 -- People and integrations who sign in. The API trusts signed access tokens (api/auth/tokens.py),
 -- so an external OpenID Connect provider can take over sign-in later; this table then keeps
--- only roles and relations. Passwords are argon2id hashes; failed sign-ins are counted here,
--- so the slow-down and the lock hold across every API process.
+-- only roles and relations. Passwords are argon2id hashes; failed sign-ins are counted in the
+-- database, so the slow-down and the lock hold across every API process.
 CREATE TABLE users (
     id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     username         text NOT NULL UNIQUE CHECK (username ~ '^[a-z0-9][a-z0-9._@-]{0,99}$'),
@@ -9,11 +9,18 @@ CREATE TABLE users (
     role             text NOT NULL CHECK (role IN ('administrator', 'nurse', 'project_lead',
                                                    'citizen', 'relative', 'service')),
     password_hash    text NOT NULL,
-    failed_sign_ins  integer NOT NULL DEFAULT 0 CHECK (failed_sign_ins >= 0),
-    -- No sign-in is tried before this time (the slow-down after failures, then the lock).
-    blocked_until    timestamptz,
     disabled_at      timestamptz,
     created_at       timestamptz NOT NULL
+);
+
+-- Failed sign-ins in a row per username, whether or not a user has it: an unknown name is
+-- slowed down and locked exactly like a known one, so the answers do not tell which exist.
+CREATE TABLE sign_in_failures (
+    username        text PRIMARY KEY,
+    failures        integer NOT NULL CHECK (failures > 0),
+    last_failed_at  timestamptz NOT NULL,
+    -- No sign-in is tried before this time (the slow-down, then the lock).
+    blocked_until   timestamptz
 );
 
 -- Refresh tokens are kept only as a SHA-256 of the token. Each is used once: refreshing

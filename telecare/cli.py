@@ -142,7 +142,7 @@ def _aware_time(text: str) -> datetime:
 def _password(args: argparse.Namespace) -> str:
     """From standard input (a line), or asked for twice on a terminal."""
     if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     import getpass
 
     first = getpass.getpass(f"password for {args.username}: ")
@@ -173,10 +173,14 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             elif args.users_command == "enable":
                 service.enable_user(conn, args.username)
                 print(f"enabled {args.username}")
+            elif args.users_command == "unlock":
+                service.unlock(conn, args.username)
+                print(f"unlocked {args.username}")
             else:
+                blocked = service.blocked_usernames(conn, system_clock())
                 for user in service.users(conn):
                     state = "disabled" if user.disabled_at else (
-                        "blocked" if user.blocked_until else "active")
+                        "blocked" if user.username in blocked else "active")
                     print(f"{user.username}\t{user.role}\t{state}\t{user.display_name}")
         except TelecareError as exc:
             print(f"telecare users: {exc}", file=sys.stderr)
@@ -228,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, help="the name shown to others")
     for name, text in (("password", "set a new password (read as for add)"),
                        ("disable", "no more sign-ins; revokes the user's refresh tokens"),
-                       ("enable", "allow sign-ins again")):
+                       ("enable", "allow sign-ins again"),
+                       ("unlock", "forget the failed sign-ins that hold the name up")):
         users_sub.add_parser(name, help=text).add_argument("username")
 
     fleet_args = argparse.ArgumentParser(add_help=False)

@@ -10,6 +10,12 @@ class NotSignedIn(TelecareError):
     headers = {"WWW-Authenticate": 'Bearer realm="telecare"'}
 
 
+class NotAllowed(TelecareError):
+    """Signed in, but this role may not do this."""
+
+    code = "forbidden"
+
+
 class SignInRefused(TelecareError):
     """Wrong username or password, a disabled user, or a refresh token that is not valid.
     One answer for all, so that it does not tell which."""
@@ -26,6 +32,13 @@ class SignInBlocked(TelecareError):
         super().__init__(f"too many failed sign-ins; try again in {retry_after_s} s")
         self.retry_after_s = retry_after_s
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class SignInBusy(TelecareError):
+    """Every password-hashing turn of this process is taken (a flood of sign-ins)."""
+
+    code = "sign_in_busy"
+    headers = {"Retry-After": "1"}
 
 
 class InvalidUser(InvalidInput):

@@ -19,8 +19,6 @@ class User:
     role: Role
     created_at: datetime
     disabled_at: datetime | None
-    failed_sign_ins: int
-    blocked_until: datetime | None
     password_hash: str = field(repr=False, default="")
 
 

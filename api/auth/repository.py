@@ -9,33 +9,41 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from api.auth.models import User
 
 Conn = psycopg.Connection[Any]
 
 USER_COLUMNS = sql.SQL("id, username, display_name, role, created_at, disabled_at, "
-                       "failed_sign_ins, blocked_until, password_hash")
+                       "password_hash")
 INSERT_USER = sql.SQL("""
 INSERT INTO users (username, display_name, role, password_hash, created_at)
 VALUES (%s, %s, %s, %s, %s)
 RETURNING {columns}""").format(columns=USER_COLUMNS)
 USER_BY_USERNAME = sql.SQL("SELECT {columns} FROM users WHERE username = %s").format(
     columns=USER_COLUMNS)
-# Held while a sign-in is checked: concurrent tries for one user are counted one after another.
+# Held by a password change or a disabling, and shared by a refresh: a refresh running beside
+# them finishes first (and its token is revoked with the rest) or sees the change.
 USER_BY_USERNAME_FOR_UPDATE = sql.SQL(
     "SELECT {columns} FROM users WHERE username = %s FOR UPDATE").format(columns=USER_COLUMNS)
+USER_BY_ID_FOR_SHARE = sql.SQL("SELECT {columns} FROM users WHERE id = %s FOR SHARE").format(
+    columns=USER_COLUMNS)
 USER_BY_ID = sql.SQL("SELECT {columns} FROM users WHERE id = %s").format(columns=USER_COLUMNS)
 USERS = sql.SQL("SELECT {columns} FROM users ORDER BY username").format(columns=USER_COLUMNS)
-RECORD_FAILURE = "UPDATE users SET failed_sign_ins = %s, blocked_until = %s WHERE id = %s"
-RECORD_SUCCESS = """
-UPDATE users SET failed_sign_ins = 0, blocked_until = NULL,
-       password_hash = coalesce(%s, password_hash)
- WHERE id = %s"""
+BLOCKED_UNTIL = "SELECT blocked_until FROM sign_in_failures WHERE username = %s"
+# One more failure in a row, counted atomically (two tries at once are two failures).
+COUNT_FAILURE = """
+INSERT INTO sign_in_failures AS f (username, failures, last_failed_at) VALUES (%s, 1, %s)
+ON CONFLICT (username) DO UPDATE SET failures = f.failures + 1,
+                                     last_failed_at = excluded.last_failed_at
+RETURNING failures"""
+SET_BLOCKED = "UPDATE sign_in_failures SET blocked_until = %s WHERE username = %s"
+CLEAR_FAILURES = "DELETE FROM sign_in_failures WHERE username = %s"
+BLOCKED_USERNAMES = "SELECT username FROM sign_in_failures WHERE blocked_until > %s"
+SET_HASH = "UPDATE users SET password_hash = %s WHERE id = %s"
 SET_DISABLED = "UPDATE users SET disabled_at = %s WHERE id = %s"
-SET_PASSWORD = """
-UPDATE users SET password_hash = %s, failed_sign_ins = 0, blocked_until = NULL WHERE id = %s"""
+
 
 INSERT_REFRESH = """
 INSERT INTO refresh_tokens (id, user_id, family, token_hash, issued_at, expires_at)
@@ -77,8 +85,8 @@ def user_by_username(conn: Conn, username: str, *, for_update: bool = False) -> 
     return _user(conn, query, (username,))
 
 
-def user_by_id(conn: Conn, user_id: UUID) -> User | None:
-    return _user(conn, USER_BY_ID, (user_id,))
+def user_by_id(conn: Conn, user_id: UUID, *, for_share: bool = False) -> User | None:
+    return _user(conn, USER_BY_ID_FOR_SHARE if for_share else USER_BY_ID, (user_id,))
 
 
 def users(conn: Conn) -> list[User]:
@@ -86,20 +94,43 @@ def users(conn: Conn) -> list[User]:
         return [User(**row) for row in cur.execute(USERS).fetchall()]
 
 
-def record_failure(conn: Conn, user_id: UUID, failed: int, blocked_until: datetime | None) -> None:
-    conn.execute(RECORD_FAILURE, (failed, blocked_until, user_id))
+def _scalar(conn: Conn, query: str, params: tuple[Any, ...]) -> Any:
+    """The first column of the first row, None without a row (whatever the connection's row
+    factory: pool connections give dicts)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(query, params).fetchone()
+    return None if row is None else row[0]
 
 
-def record_success(conn: Conn, user_id: UUID, new_hash: str | None) -> None:
-    conn.execute(RECORD_SUCCESS, (new_hash, user_id))
+def blocked_until(conn: Conn, username: str) -> datetime | None:
+    until: datetime | None = _scalar(conn, BLOCKED_UNTIL, (username,))
+    return until
+
+
+def count_failure(conn: Conn, username: str, at: datetime) -> int:
+    """The failures in a row for `username`, this one included."""
+    return int(_scalar(conn, COUNT_FAILURE, (username, at)))
+
+
+def set_blocked(conn: Conn, username: str, until: datetime | None) -> None:
+    conn.execute(SET_BLOCKED, (until, username))
+
+
+def clear_failures(conn: Conn, username: str) -> None:
+    conn.execute(CLEAR_FAILURES, (username,))
+
+
+def blocked_usernames(conn: Conn, at: datetime) -> set[str]:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return {str(row[0]) for row in cur.execute(BLOCKED_USERNAMES, (at,))}
+
+
+def set_password_hash(conn: Conn, user_id: UUID, password_hash: str) -> None:
+    conn.execute(SET_HASH, (password_hash, user_id))
 
 
 def set_disabled(conn: Conn, user_id: UUID, at: datetime | None) -> None:
     conn.execute(SET_DISABLED, (at, user_id))
-
-
-def set_password(conn: Conn, user_id: UUID, password_hash: str) -> None:
-    conn.execute(SET_PASSWORD, (password_hash, user_id))
 
 
 def insert_refresh(conn: Conn, token_id: UUID, user_id: UUID, family: UUID, token_hash: bytes,

@@ -1,16 +1,25 @@
 """Sign-in, refresh, sign-out, and the users behind them.
 
-Failed sign-ins are counted on the user's row, under its lock, so that every API process sees
-the same count: three cost nothing (typos), each further one blocks the next try for twice as
-long as the one before (1 s, 2 s, 4 s ...), and from the tenth the account is locked for 15
-minutes at a time, until a sign-in succeeds. A try while blocked is refused without looking at
-the password, and is not counted (else anyone could keep a nurse locked out for good)."""
+Failed sign-ins in a row are counted per username in the database (sign_in_failures), so
+every API process sees the same count, and an unknown name is counted like a known one (the
+answers never tell which exist): three cost nothing (typos), each further one blocks the next
+try for twice as long as the one before (1 s, 2 s, 4 s ...), and from the tenth the name is
+locked for 15 minutes at a time, until a sign-in succeeds or an administrator unlocks it
+(`telecare users unlock`). A try while blocked is refused without looking at the password and
+is not counted. The trade-off: anyone who knows a username can keep it locked with four
+guesses an hour; per-client limits belong in front of the API (the reverse proxy).
+
+The password is checked with no database connection held (argon2 takes 64 MiB and about
+50 ms, at most a few at once per process): a flood of sign-ins cannot take the pool from the
+rest of the API."""
 
 from __future__ import annotations
 
 import math
 import re
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +33,7 @@ from api.auth.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, needs_reha
 from api.auth.tokens import issue_access_token, new_refresh_token, refresh_token_hash
 
 Conn = psycopg.Connection[Any]
+Connect = Callable[[], AbstractContextManager[Conn]]
 
 FREE_FAILURES = 3
 LOCK_AFTER = 10
@@ -51,41 +61,45 @@ def blocked_for(failures: int) -> timedelta | None:
 
 # --- signing in -----------------------------------------------------------------------------
 
-def sign_in(conn: Conn, username: str, password: str, now: datetime,
+def sign_in(connect: Connect, username: str, password: str, now: datetime,
             policy: TokenPolicy) -> TokenPair:
     """A token pair for the right password; SignInRefused (one answer for an unknown user, a
-    wrong password and a disabled user), SignInBlocked while failures hold the account."""
-    blocked, pair = 0, None
-    with conn.transaction():
-        name = username.strip().lower()
-        # A name no user can have (a NUL, say) is not looked up, but costs the same time.
-        user = repo.user_by_username(conn, name, for_update=True) if USERNAME.fullmatch(name) else None
-        if user is not None and user.blocked_until is not None and user.blocked_until > now:
-            blocked = math.ceil((user.blocked_until - now).total_seconds())
-        else:
-            pair = _check_password(conn, user, password, now, policy)
-    # Raised only now: the failure count above must commit.
-    if blocked:
-        raise SignInBlocked(blocked)
+    wrong password and a disabled user), SignInBlocked while failures hold the name,
+    SignInBusy when the process is hashing all it may. `connect` gives a connection for a
+    moment (the pool's), twice: before and after the password check."""
+    name = username.strip().lower()
+    if not USERNAME.fullmatch(name):
+        # No user can have this name (a NUL, say), and it cannot be counted: refused, after
+        # the same work as any other.
+        verify_password(None, password)
+        raise SignInRefused("wrong username or password")
+    with connect() as conn, conn.transaction():
+        until = repo.blocked_until(conn, name)
+        user = repo.user_by_username(conn, name)
+    if until is not None and until > now:
+        raise SignInBlocked(math.ceil((until - now).total_seconds()))
+    matches = verify_password(user.password_hash if user else None, password)
+    with connect() as conn, conn.transaction():
+        pair = _settle(conn, name, user, matches, password, now, policy)
     if pair is None:
         raise SignInRefused("wrong username or password")
     return pair
 
 
-def _check_password(conn: Conn, user: User | None, password: str, now: datetime,
-                    policy: TokenPolicy) -> TokenPair | None:
-    matches = verify_password(user.password_hash if user else None, password)
-    if user is None:
-        return None
+def _settle(conn: Conn, name: str, user: User | None, matches: bool, password: str,
+            now: datetime, policy: TokenPolicy) -> TokenPair | None:
+    """Count a failure, or clear the count and issue a pair (None: refused)."""
     if not matches:
-        failures = user.failed_sign_ins + 1
-        wait = blocked_for(failures)
-        repo.record_failure(conn, user.id, failures, None if wait is None else now + wait)
+        wait = blocked_for(repo.count_failure(conn, name, now))
+        if wait is not None:
+            repo.set_blocked(conn, name, now + wait)
         return None
+    assert user is not None  # only a real hash matches
     if user.disabled_at is not None:
         return None
-    rehashed = hash_password(password) if needs_rehash(user.password_hash) else None
-    repo.record_success(conn, user.id, rehashed)
+    repo.clear_failures(conn, name)
+    if needs_rehash(user.password_hash):
+        repo.set_password_hash(conn, user.id, hash_password(password))
     return _issue(conn, user, uuid.uuid4(), now, policy)
 
 
@@ -116,7 +130,7 @@ def _rotate(conn: Conn, refresh_token: str, now: datetime, policy: TokenPolicy) 
     if row.revoked_at is not None:
         repo.revoke_family(conn, row.family, now)
         return None
-    user = repo.user_by_id(conn, row.user_id)
+    user = repo.user_by_id(conn, row.user_id, for_share=True)
     if row.expires_at <= now or user is None or user.disabled_at is not None:
         return None
     repo.revoke_refresh(conn, row.id, now)
@@ -158,7 +172,8 @@ def create_user(conn: Conn, username: str, display_name: str, role: str, passwor
 
 
 def _existing(conn: Conn, username: str) -> User:
-    user = repo.user_by_username(conn, username)
+    """The user, locked until the transaction ends (a refresh beside it waits)."""
+    user = repo.user_by_username(conn, username, for_update=True)
     if user is None:
         raise UserNotFound(f"no user {username!r}")
     return user
@@ -177,14 +192,26 @@ def enable_user(conn: Conn, username: str) -> None:
         repo.set_disabled(conn, _existing(conn, username).id, None)
 
 
+def unlock(conn: Conn, username: str) -> None:
+    """Forget the failed sign-ins of `username` (known or not): the next try is not held up."""
+    with conn.transaction():
+        repo.clear_failures(conn, username)
+
+
 def set_password(conn: Conn, username: str, password: str, now: datetime) -> None:
     """A new password (and an end to any lock); every sign-in with the old one is revoked."""
     hashed = hash_password(_valid_password(password))
     with conn.transaction():
         user = _existing(conn, username)
-        repo.set_password(conn, user.id, hashed)
+        repo.set_password_hash(conn, user.id, hashed)
+        repo.clear_failures(conn, user.username)
         repo.revoke_user_refresh(conn, user.id, now)
 
 
 def users(conn: Conn) -> list[User]:
     return repo.users(conn)
+
+
+def blocked_usernames(conn: Conn, now: datetime) -> set[str]:
+    """Names whose next sign-in is held up at `now`."""
+    return repo.blocked_usernames(conn, now)

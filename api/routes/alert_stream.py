@@ -195,12 +195,14 @@ async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscri
     try:
         yield f"retry: 1000\n: alert stream of team {team_id}\n\n"
         # Subscribed before reading the table: a change committed meanwhile is in both, and
-        # sent once; one committed after the read is in the queue.
-        replayed: set[int] = set()
+        # sent once; one committed after the read is in the queue. Positions grow in commit
+        # order, so anything at or below the last one sent has been sent (or was before the
+        # client's Last-Event-ID): the client's last id never goes back.
+        last_sent = last_id if last_id is not None else 0
         while last_id is not None:
             page = await run_in_threadpool(_replay_page, pool, team_id, last_id)
             for event in page:
-                replayed.add(event["id"])
+                last_sent = event["id"]
                 yield _format(event)
             if len(page) < REPLAY_PAGE:
                 break
@@ -212,7 +214,8 @@ async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscri
             if not events:
                 yield ": heartbeat\n\n"
             for event in events:
-                if event["id"] not in replayed:
+                if event["id"] > last_sent:
+                    last_sent = event["id"]
                     yield _format(event)
         log.info("alert stream of team %s ended (%s)", team_id, subscriber.ended)
     finally:

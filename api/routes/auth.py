@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
+from psycopg_pool import ConnectionPool
 
 from api.auth import service
 from api.auth.errors import NotSignedIn
@@ -26,13 +27,16 @@ def _policy(request: Request) -> TokenPolicy:
 PolicyDep = Annotated[TokenPolicy, Depends(_policy)]
 
 
-@router.post("/auth/token", response_model=TokenResponse, responses=responses(400, 422, 429))
-def sign_in(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: DbDep, now: NowDep,
-            policy: PolicyDep) -> TokenResponse:
+@router.post("/auth/token", response_model=TokenResponse,
+             responses=responses(400, 422, 429, 503))
+def sign_in(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
+            now: NowDep, policy: PolicyDep) -> TokenResponse:
     """Sign in with username and password (form fields, `grant_type=password`): a short-lived
     access token and a refresh token. 400 `invalid_grant` for any wrong detail; 429 with
-    Retry-After after repeated failures."""
-    pair = service.sign_in(conn, form.username, form.password, now, policy)
+    Retry-After after repeated failures; 503 `sign_in_busy` in a flood of sign-ins."""
+    # No connection for the whole request: none is held while the password is checked.
+    pool: ConnectionPool = request.app.state.pool
+    pair = service.sign_in(pool.connection, form.username, form.password, now, policy)
     return TokenResponse(access_token=pair.access_token, expires_in=pair.expires_in,
                          refresh_token=pair.refresh_token)
 

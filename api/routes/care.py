@@ -11,13 +11,14 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query
 
 from alerts import repository, service, triage
-from alerts.errors import PauseNotFound
+from alerts.errors import InvalidWebhook, PauseNotFound
 from alerts.escalation import EscalationPolicy
 from alerts.models import Threshold
 from alerts.plans import default_thresholds, validate_settings
 from alerts.replay import ReplayRequest, run_replay
 from alerts.repository import CareTeam, Pause, PlanAssignment, ThresholdVersion
-from api.deps import CallerDep, DbDep, NowDep
+from alerts.service import points_inside
+from api.deps import CallerDep, DbDep, NowDep, require_role
 from api.errors import EmptyRange, PeriodTooLong
 from api.params import MetricCode
 from api.problems import responses
@@ -132,28 +133,35 @@ def _policy(conn: DbDep, team_id: UUID, policy: EscalationPolicy) -> EscalationP
 # --- webhooks -----------------------------------------------------------------------------
 
 @router.get("/teams/{team_id}/webhooks", response_model=list[WebhookPublic],
-            responses=responses(404, 422))
-def list_webhooks(team_id: UUID, conn: DbDep, _caller: CallerDep) -> list[WebhookPublic]:
-    """The team's webhooks, oldest first (their secrets are never shown again)."""
+            responses=responses(403, 404, 422))
+def list_webhooks(team_id: UUID, conn: DbDep, caller: CallerDep) -> list[WebhookPublic]:
+    """The team's webhooks, oldest first (their secrets are never shown again);
+    administrators only."""
+    require_role(caller, "administrator")
     service.team(conn, team_id)
     return [WebhookPublic.model_validate(hook) for hook in service.webhooks_of_team(conn, team_id)]
 
 
 @router.post("/teams/{team_id}/webhooks", response_model=WebhookCreated, status_code=201,
-             responses=responses(400, 404, 422))
-def add_webhook(team_id: UUID, body: WebhookCreate, conn: DbDep, _caller: CallerDep,
+             responses=responses(400, 403, 404, 422))
+def add_webhook(team_id: UUID, body: WebhookCreate, conn: DbDep, caller: CallerDep,
                 now: NowDep) -> WebhookCreated:
     """A webhook that receives every pushed change of the team, signed with a new secret,
-    which this answer shows once."""
+    which this answer shows once; administrators only. 422 `invalid_webhook` for a URL that
+    names this machine or a link-local address."""
+    require_role(caller, "administrator")
+    if points_inside(body.url):
+        raise InvalidWebhook("a webhook may not point at this machine or a link-local address")
     return WebhookCreated.model_validate(service.add_webhook(conn, team_id, body.url, None, now))
 
 
 @router.patch("/teams/{team_id}/webhooks/{webhook_id}", response_model=WebhookPublic,
-              responses=responses(400, 404, 422))
+              responses=responses(400, 403, 404, 422))
 def switch_webhook(team_id: UUID, webhook_id: WebhookId, body: WebhookSwitch, conn: DbDep,
-                   _caller: CallerDep) -> WebhookPublic:
+                   caller: CallerDep) -> WebhookPublic:
     """Switch one of the team's webhooks on or off; 404 `webhook_not_found` for a webhook of
-    another team, as for one that does not exist."""
+    another team, as for one that does not exist. Administrators only."""
+    require_role(caller, "administrator")
     service.team(conn, team_id)
     return WebhookPublic.model_validate(
         service.set_webhook_active(conn, webhook_id, body.active, team_id))

@@ -180,6 +180,24 @@ def test_an_unreachable_receiver_is_an_attempt_with_its_error(
     assert _delivery(conn, delivery)["state"] == "pending"
 
 
+@PG
+def test_a_url_the_client_cannot_encode_is_a_failed_attempt_and_holds_up_no_other(
+        conn: psycopg.Connection[Any], client: httpx.Client) -> None:
+    """httpx raises UnicodeError (no HTTPError) for a host label over 63 characters: it must
+    not roll the attempt back and leave that delivery first in line for ever."""
+    (bad,), _ = _outbox(conn, f"http://{'a' * 64}.example/hook")
+    receiver = Receiver([200])
+    try:
+        (good,), _ = _outbox(conn, receiver.url, at=NOW + timedelta(seconds=1))
+        assert deliver_due_webhooks(conn, client, NOW + timedelta(seconds=1)) == 2
+        ((_, status, error, _),) = _attempts(conn, bad)
+        assert status is None and error == "UnicodeError"
+        assert _delivery(conn, bad)["state"] == "pending"
+        assert _delivery(conn, good)["state"] == "delivered"
+    finally:
+        receiver.close()
+
+
 def test_the_back_off_doubles_from_one_second_up_to_its_cap_with_bounded_jitter() -> None:
     policy = RetryPolicy()
     rng = random.Random(7)

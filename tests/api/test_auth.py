@@ -164,6 +164,55 @@ def test_failures_slow_down_then_lock_counted_across_api_processes(
         assert sign_in(one, nurse).status_code == 200
 
 
+def test_an_unknown_name_is_slowed_down_like_a_known_one(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
+    """Else four wrong passwords would tell which usernames exist."""
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    answers = {}
+    for name in (nurse, ghost):
+        for _ in range(4):
+            problem(sign_in(client, name, "wrong"), 400, "invalid_grant")
+        answer = sign_in(client, name, "wrong")
+        answers[name] = (answer.status_code, answer.headers.get("retry-after"))
+    assert answers[nurse] == answers[ghost] == (429, "1")
+    service.unlock(conn, nurse)  # an administrator lets her in at once
+    assert sign_in(client, nurse).status_code == 200
+
+
+def test_a_token_sent_to_the_sign_in_routes_is_ignored(client: TestClient, clock: Clock,
+                                                       nurse: str) -> None:
+    """A client that sends its expired access token along must still be able to refresh."""
+    tokens = sign_in(client, nurse).json()
+    clock.now = NOW + timedelta(hours=1)
+    expired = bearer(tokens["access_token"])
+    problem(client.get("/v1/auth/me", headers=expired), 401, "not_signed_in")
+    renewed = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
+                          headers=expired)
+    assert renewed.status_code == 200, renewed.text
+    assert client.post("/v1/auth/token", headers=expired, data={
+        "username": nurse, "password": PASSWORD}).status_code == 200
+
+
+def test_only_administrators_manage_webhooks_and_never_to_this_machine(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
+    team = client.post("/v1/teams", json={"name": f"Team {uuid.uuid4().hex[:8]}"}).json()
+    path = f"/v1/teams/{team['id']}/webhooks"
+    nurse_token = bearer(sign_in(client, nurse).json()["access_token"])
+    for answer in (client.get(path, headers=nurse_token),
+                   client.post(path, json={"url": "https://x.example/"}, headers=nurse_token),
+                   client.patch(f"{path}/1", json={"active": False}, headers=nurse_token)):
+        problem(answer, 403, "forbidden")
+    admin = f"admin-{uuid.uuid4().hex[:8]}"
+    service.create_user(conn, admin, "Admin", "administrator", PASSWORD, NOW)
+    admin_token = bearer(sign_in(client, admin).json()["access_token"])
+    for inside in ("http://127.0.0.1:5432/", "http://localhost/x", "http://169.254.169.254/",
+                   "http://2130706433/", "http://0x7f000001/"):
+        problem(client.post(path, json={"url": inside}, headers=admin_token), 422,
+                "invalid_webhook")
+    added = client.post(path, json={"url": "https://x.example/"}, headers=admin_token)
+    assert added.status_code == 201, added.text
+
+
 def test_a_disabled_user_cannot_sign_in_or_refresh(
         client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
     tokens = sign_in(client, nurse).json()
@@ -211,6 +260,13 @@ def test_the_users_command_adds_a_user_who_can_sign_in(database: str, client: Te
     listed = subprocess.run([sys.executable, "-m", "telecare.cli", "users"], capture_output=True,
                             text=True, env=env, timeout=60)
     assert f"{username}\tadministrator\tactive\tAdmin CLI" in listed.stdout
+    for _ in range(4):
+        sign_in(client, username, "wrong")
+    assert sign_in(client, username).status_code == 429
+    unlocked = subprocess.run([sys.executable, "-m", "telecare.cli", "users", "unlock", username],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert sign_in(client, username).status_code == 200
     assert sign_in(client, username).status_code == 200
     again = subprocess.run([sys.executable, "-m", "telecare.cli", "users", "add", username,
                             "--role", "nurse", "--name", "X"], input=PASSWORD + "\n",
