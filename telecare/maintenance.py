@@ -10,9 +10,10 @@ from datetime import timedelta
 
 import psycopg
 
+from api.auth import service as auth_service
 from core.clock import Clock, system_clock
 from core.settings import Settings
-from devices.maintenance import Outcome, run_maintenance, standard_jobs
+from devices.maintenance import Job, Outcome, run_maintenance, standard_jobs
 
 log = logging.getLogger(__name__)
 EVERY = timedelta(hours=1)
@@ -20,7 +21,8 @@ EVERY = timedelta(hours=1)
 
 def maintain_once(settings: Settings, clock: Clock = system_clock) -> list[Outcome] | None:
     """One run of every job; None when another process is running them."""
-    jobs = standard_jobs(timedelta(days=settings.dead_letter_retention_days))
+    jobs = (*standard_jobs(timedelta(days=settings.dead_letter_retention_days)),
+            Job("sign_in_retention", "rows", auth_service.purge_old_sign_ins))
     with psycopg.connect(settings.database_dsn(), autocommit=True, connect_timeout=5) as conn:
         with conn.transaction():
             return run_maintenance(conn, clock(), jobs)

@@ -54,6 +54,12 @@ SELECT id, user_id, family, expires_at, revoked_at FROM refresh_tokens
 REVOKE_REFRESH = "UPDATE refresh_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL"
 REVOKE_FAMILY = """
 UPDATE refresh_tokens SET revoked_at = %s WHERE family = %s AND revoked_at IS NULL"""
+# Refresh tokens a day past their expiry (a revoked one stays until then: sent again, it still
+# ends its family), and failure counts a day old that hold nothing up.
+PURGE_REFRESH = "DELETE FROM refresh_tokens WHERE expires_at < %s"
+PURGE_FAILURES = """
+DELETE FROM sign_in_failures
+ WHERE last_failed_at < %(before)s AND (blocked_until IS NULL OR blocked_until < %(before)s)"""
 REVOKE_USER_REFRESH = """
 UPDATE refresh_tokens SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL"""
 
@@ -155,3 +161,10 @@ def revoke_family(conn: Conn, family: UUID, at: datetime) -> None:
 
 def revoke_user_refresh(conn: Conn, user_id: UUID, at: datetime) -> None:
     conn.execute(REVOKE_USER_REFRESH, (at, user_id))
+
+
+def purge_before(conn: Conn, before: datetime) -> int:
+    """Delete refresh tokens and failure counts that ended before `before`; how many."""
+    refresh = conn.execute(PURGE_REFRESH, (before,)).rowcount
+    failures = conn.execute(PURGE_FAILURES, {"before": before}).rowcount
+    return refresh + failures

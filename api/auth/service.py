@@ -146,6 +146,11 @@ def sign_out(conn: Conn, refresh_token: str, now: datetime) -> None:
             repo.revoke_family(conn, row.family, now)
 
 
+def purge_old_sign_ins(conn: Conn, now: datetime) -> int:
+    """The maintenance job: refresh tokens and failure counts that ended a day before `now`."""
+    return repo.purge_before(conn, now - timedelta(days=1))
+
+
 # --- users ----------------------------------------------------------------------------------
 
 def _valid_password(password: str) -> str:

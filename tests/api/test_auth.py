@@ -283,3 +283,24 @@ def test_the_demo_users_get_a_new_password_at_each_start(database: str,
     problem(sign_in(client, "nurse", first["nurse"]), 400, "invalid_grant")
     assert sign_in(client, "nurse", second["nurse"]).status_code == 200
     assert sign_in(client, "admin", second["admin"]).status_code == 200
+
+
+def test_old_refresh_tokens_and_failure_counts_are_purged(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    sign_in(client, nurse)
+    problem(sign_in(client, ghost, "wrong"), 400, "invalid_grant")
+
+    def held() -> tuple[int, int]:
+        tokens = conn.execute("SELECT count(*) FROM refresh_tokens t JOIN users u ON "
+                              "u.id = t.user_id WHERE u.username = %s", (nurse,)).fetchone()
+        failures = conn.execute("SELECT count(*) FROM sign_in_failures WHERE username = %s",
+                                (ghost,)).fetchone()
+        assert tokens is not None and failures is not None
+        return int(tokens[0]), int(failures[0])
+
+    assert held() == (1, 1)
+    service.purge_old_sign_ins(conn, NOW + timedelta(hours=12))  # the token still runs
+    assert held() == (1, 1)
+    assert service.purge_old_sign_ins(conn, NOW + timedelta(days=1, hours=12, seconds=1)) >= 2
+    assert held() == (0, 0)
