@@ -74,12 +74,6 @@ SELECT metric, measured_at, value, device_id, seq, received_at, late, delay_caus
    AND measured_at >= %(start)s AND measured_at < %(end)s
  ORDER BY metric, measured_at, seq
  LIMIT %(limit)s"""
-HISTORY = """
-SELECT id, stream_position, alert_id, at, action, actor, severity, state, pushed, detail
-  FROM alert_history
- WHERE alert_id = %(alert_id)s
- ORDER BY stream_position"""
-
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -167,11 +161,6 @@ def readings_around(conn: Conn, citizen_id: UUID, metrics: Sequence[str], first:
     return _rows(conn, READINGS_AROUND_SQL, {
         "citizen_id": citizen_id, "metrics": list(metrics), "start": first - READINGS_AROUND,
         "end": last + READINGS_AROUND, "limit": limit})
-
-
-def history(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
-    """Everything that happened to an alert, in order."""
-    return _rows(conn, HISTORY, {"alert_id": alert_id})
 
 
 TEAM_SIZES = """

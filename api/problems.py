@@ -125,9 +125,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TelecareError)
     async def _domain(_r: Request, exc: TelecareError) -> JSONResponse:
-        # WWW-Authenticate with a 401, Retry-After with a 429 (api/auth/errors.py).
-        return problem(_status_of(exc), str(exc), code=exc.code,
-                       headers=getattr(exc, "headers", None))
+        return problem(_status_of(exc), str(exc), code=exc.code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:

@@ -101,9 +101,7 @@ def get_alert(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> AlertExplai
             responses=responses(404, 422))
 def alert_history(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> list[AlertHistoryEntry]:
     """Everything that happened to the alert, oldest first."""
-    if not triage.alert_exists(conn, alert_id):
-        raise AlertNotFound(f"no alert {alert_id}")
-    return [AlertHistoryEntry(**row) for row in triage.history(conn, alert_id)]
+    return [AlertHistoryEntry.model_validate(row) for row in service.history(conn, alert_id)]
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=AlertPublic,
