@@ -31,6 +31,7 @@ from alerts.rules import DEAD_LETTER_WINDOW, LOOKBACK
 from devices.catalogue import IMPLAUSIBLE
 
 if TYPE_CHECKING:
+    from alerts.configuration_cache import ConfigurationCache
     from alerts.history_cache import HistoryCache
 
 Conn = repo.Conn
@@ -142,21 +143,49 @@ class CitizenHistory:
         return tuple(self.events[lo:bisect_left(self._event_keys, (until + _TICK,))])
 
     def plans_at(self, at: datetime) -> dict[str, dict[str, Any]]:
-        """Settings of the plans in force at `at`; a plan's start bounds what counts as missed
-        (a citizen enrolled today has missed nothing from before), unless settings say more."""
-        return {p.plan: {"valid_from": p.start, **p.settings}
-                for p in sorted(self.plans, key=lambda p: p.plan) if p.covers(at)}
+        return plans_in_force(self.plans, at)
 
     def thresholds_at(self, at: datetime) -> dict[str, Threshold]:
-        """The newest version valid at `at`, per metric."""
-        in_force: dict[str, Threshold] = {}
-        for threshold in self.thresholds:
-            if threshold.valid_from is None or threshold.valid_from > at:
-                continue
-            held = in_force.get(threshold.metric)
-            if held is None or _newer(threshold, held):
-                in_force[threshold.metric] = threshold
-        return in_force
+        return thresholds_in_force(self.thresholds, at)
+
+    def configure(self, configuration: Configuration) -> None:
+        self.plans = list(configuration.plans)
+        self.thresholds = list(configuration.thresholds)
+        self.pauses = list(configuration.pauses)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One citizen's plan periods, threshold versions and pauses: what a nurse sets."""
+
+    plans: tuple[PlanPeriod, ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
+    pauses: tuple[tuple[datetime, datetime | None], ...] = ()
+
+    def bands_at(self, at: datetime) -> dict[str, Threshold]:
+        """The threshold of each metric at `at`: the citizen's version in force, else the
+        plans' default (as build_context gives the rules)."""
+        return {**default_thresholds(tuple(plans_in_force(self.plans, at))),
+                **thresholds_in_force(self.thresholds, at)}
+
+
+def plans_in_force(plans: Iterable[PlanPeriod], at: datetime) -> dict[str, dict[str, Any]]:
+    """Settings of the plans in force at `at`; a plan's start bounds what counts as missed
+    (a citizen enrolled today has missed nothing from before), unless settings say more."""
+    return {p.plan: {"valid_from": p.start, **p.settings}
+            for p in sorted(plans, key=lambda p: p.plan) if p.covers(at)}
+
+
+def thresholds_in_force(thresholds: Iterable[Threshold], at: datetime) -> dict[str, Threshold]:
+    """The newest version valid at `at`, per metric."""
+    in_force: dict[str, Threshold] = {}
+    for threshold in thresholds:
+        if threshold.valid_from is None or threshold.valid_from > at:
+            continue
+        held = in_force.get(threshold.metric)
+        if held is None or _newer(threshold, held):
+            in_force[threshold.metric] = threshold
+    return in_force
 
 
 # The smallest step of a timestamp: (until + _TICK,) sorts after every key measured at until.
@@ -286,15 +315,27 @@ def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
 
 def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]],
                    at: datetime | None, *, with_devices: bool = True,
-                   cache: HistoryCache | None = None) -> dict[UUID, CitizenHistory]:
+                   cache: HistoryCache | None = None,
+                   configurations: ConfigurationCache | None = None) -> dict[UUID, CitizenHistory]:
     """Each citizen's readings and events within their window (from `cache` when it holds
-    them), plans and thresholds (in force at `at`; every version when `at` is None), pauses
-    overlapping the windows, and (with `with_devices`) devices paired at `at` with status and
-    recent dead letters. Six queries at most."""
+    them), plans and thresholds (in force at `at`; every version when `at` is None; from
+    `configurations` when given), pauses overlapping the windows, and (with `with_devices`)
+    devices paired at `at` with status and recent dead letters. Six queries at most."""
     if not windows:
         return {}
     histories = (load_series(conn, windows) if cache is None else cache.histories(conn, windows))
-    _load_configuration(conn, histories, windows, at, with_devices)
+    citizens = list(windows)
+    if configurations is not None:
+        configured = configurations.configurations(conn, citizens)
+    else:
+        since = min(s for s, _ in windows.values())
+        until = max(u for _, u in windows.values())
+        configured = load_configurations(conn, citizens, at, since, until)
+    for citizen, history in histories.items():
+        history.configure(configured[citizen])
+        history.devices = []
+    if with_devices and at is not None:
+        _load_devices(conn, histories, at)
     return histories
 
 
@@ -309,41 +350,48 @@ def load_series(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]]
     return {citizen: history.index() for citizen, history in histories.items()}
 
 
-def _load_configuration(conn: Conn, histories: Mapping[UUID, CitizenHistory],
-                        windows: Mapping[UUID, tuple[datetime, datetime]], at: datetime | None,
-                        with_devices: bool) -> None:
-    """Replace each history's plans, thresholds, pauses and devices with the stored ones."""
-    citizens = list(windows)
-    for history in histories.values():
-        history.plans, history.thresholds, history.pauses, history.devices = [], [], [], []
+def load_configurations(conn: Conn, citizens: Sequence[UUID], at: datetime | None,
+                        since: datetime, until: datetime) -> dict[UUID, Configuration]:
+    """Each citizen's plan periods and threshold versions in force at `at` (all of them when
+    `at` is None) and pauses overlapping [since, until] (three queries)."""
+    plans: dict[UUID, list[PlanPeriod]] = defaultdict(list)
+    thresholds: dict[UUID, list[Threshold]] = defaultdict(list)
+    pauses: dict[UUID, list[tuple[datetime, datetime | None]]] = defaultdict(list)
     for row in repo.plans(conn, citizens, at):
-        histories[row["citizen_id"]].plans.append(
+        plans[row["citizen_id"]].append(
             PlanPeriod(row["plan"], row["start"], row["end"], dict(row["settings"] or {})))
     for row in repo.thresholds(conn, citizens, at):
-        histories[row["citizen_id"]].thresholds.append(threshold_from_row(row))
-    since = min(s for s, _ in windows.values())
-    until = max(u for _, u in windows.values())
+        thresholds[row["citizen_id"]].append(threshold_from_row(row))
     for row in repo.pauses_overlapping(conn, citizens, since, until):
-        histories[row["citizen_id"]].pauses.append((row["start"], row["end"]))
-    if with_devices and at is not None:
-        for row in repo.devices_at(conn, citizens, at, at - DEAD_LETTER_WINDOW):
-            histories[row["citizen_id"]].devices.append(DeviceState(
-                device_id=row["device_id"], kind=row["kind"], online=row["online"],
-                status_received_at=row["status_received_at"],
-                last_seen_at=row["last_seen_at"], battery_pct=row["battery_pct"],
-                recent_dead_letters=int(row["dead_letters"])))
+        pauses[row["citizen_id"]].append((row["start"], row["end"]))
+    return {citizen: Configuration(tuple(plans[citizen]), tuple(thresholds[citizen]),
+                                   tuple(pauses[citizen]))
+            for citizen in citizens}
+
+
+def _load_devices(conn: Conn, histories: Mapping[UUID, CitizenHistory], at: datetime) -> None:
+    """Add to each history the devices paired at `at`, their status and recent dead letters."""
+    for row in repo.devices_at(conn, list(histories), at, at - DEAD_LETTER_WINDOW):
+        histories[row["citizen_id"]].devices.append(DeviceState(
+            device_id=row["device_id"], kind=row["kind"], online=row["online"],
+            status_received_at=row["status_received_at"],
+            last_seen_at=row["last_seen_at"], battery_pct=row["battery_pct"],
+            recent_dead_letters=int(row["dead_letters"])))
 
 
 def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
                   new: Mapping[UUID, NewItems] | None = None,
                   lookback: timedelta = LOOKBACK, cache: HistoryCache | None = None,
+                  configurations: ConfigurationCache | None = None,
                   with_devices: bool = True) -> dict[UUID, CitizenContext]:
     """The live context of each citizen at `now`, with the new items that triggered it (which
-    `cache`, when given, learns: they are stored rows); without devices when the rules to run
+    `cache`, when given, learns: they are stored rows), with configurations from
+    `configurations` when given; without devices when the rules to run
     look at none."""
     new = new or {}
     windows = {citizen: window(now, new.get(citizen), lookback) for citizen in citizens}
-    histories = load_histories(conn, windows, now, cache=cache, with_devices=with_devices)
+    histories = load_histories(conn, windows, now, cache=cache, configurations=configurations,
+                               with_devices=with_devices)
     for citizen, items in new.items():
         histories[citizen].merge(items.readings, items.events)
     return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),

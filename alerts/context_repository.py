@@ -4,28 +4,64 @@ batch, never one per reading. Functions take a connection and never commit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 Conn = psycopg.Connection[Any]
 
-# The engine takes the oldest queued items that no other transaction holds, emergency-button
-# presses first (then a press waits for one batch, not for the backlog); deleting them in the
-# transaction that records their findings is what makes evaluation exactly once.
-_URGENT = "source = 'event' AND name = 'emergency_button'"  # as the partial index says
-_TAKEN = """
-DELETE FROM evaluation_queue
- WHERE id IN (SELECT id FROM evaluation_queue {where} ORDER BY id LIMIT %s
-              FOR UPDATE SKIP LOCKED)
-RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
+
+@dataclass(frozen=True)
+class QueuedItem:
+    """What triage reads of a queue row."""
+
+    id: int
+    source: str
+    citizen_id: UUID
+    name: str
+    value: float | None
+    quality: str | None
+
+# The engine takes queued items that no other transaction holds: emergency-button presses first
+# (then a press waits for one batch, not for the backlog), then every item of the citizens who
+# have the oldest ones. A batch is bounded in citizens, because evaluation costs per citizen:
+# behind a backlog each citizen's evaluation covers more items, and a batch still takes about
+# as long. Deleting the items in the transaction that records their findings is what makes
+# evaluation exactly once.
+# The citizens of a batch are found among this many oldest items per citizen wanted.
+OLDEST_LOOK = 20
+_COLUMNS = """id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
           received_at, late, delay_cause, clock_suspect"""
-TAKE_URGENT = _TAKEN.format(where=f"WHERE {_URGENT}")
-TAKE_OLDEST = _TAKEN.format(where="")
+TAKE_URGENT = """
+DELETE FROM evaluation_queue
+ WHERE id IN (SELECT id FROM evaluation_queue
+               WHERE source = 'event' AND name = 'emergency_button'  -- the partial index
+               ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED)
+RETURNING {columns}""".format(columns=_COLUMNS)
+TAKE_OLDEST_CITIZENS = """
+WITH oldest AS (SELECT id, citizen_id FROM evaluation_queue ORDER BY id LIMIT %(look)s),
+     chosen AS (SELECT citizen_id FROM oldest GROUP BY citizen_id
+                 ORDER BY min(id) LIMIT %(citizens)s)
+DELETE FROM evaluation_queue
+ WHERE id IN (SELECT id FROM evaluation_queue WHERE citizen_id IN (SELECT citizen_id FROM chosen)
+               ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED)
+RETURNING {columns}""".format(columns=_COLUMNS)
 QUEUE_LENGTH = "SELECT count(*) AS n FROM evaluation_queue"
+# What the triage lane looks at: the items queued after those it has seen, oldest first.
+QUEUED_AFTER = """
+SELECT id, source, citizen_id, name, value, quality FROM evaluation_queue
+ WHERE id > %s ORDER BY id LIMIT %s"""
+# Every item of the given citizens queued up to `upto` (a citizen's items stay in order).
+TAKE_CITIZENS = """
+DELETE FROM evaluation_queue
+ WHERE id IN (SELECT id FROM evaluation_queue WHERE citizen_id = ANY(%s) AND id <= %s
+               ORDER BY id FOR UPDATE SKIP LOCKED)
+RETURNING {columns}""".format(columns=_COLUMNS)
+CONFIGURATION_VERSION = "SELECT version FROM alert_configuration_version"
 TRY_LEAD = "SELECT pg_try_advisory_lock(%s) AS leading"
 LISTEN_EVALUATION = "LISTEN telecare_evaluation"
 
@@ -100,13 +136,31 @@ def _rows(conn: Conn, query: str, params: Sequence[Any] | dict[str, Any]) -> lis
         return cur.execute(query, params).fetchall()
 
 
-def take_queue_batch(conn: Conn, limit: int) -> list[dict[str, Any]]:
-    """Delete and return up to `limit` queued items: the oldest emergency-button presses, then
-    the oldest of the rest (in queue order)."""
-    rows = _rows(conn, TAKE_URGENT, (limit,))
-    if len(rows) < limit:
-        rows += _rows(conn, TAKE_OLDEST, (limit - len(rows),))
-    return sorted(rows, key=lambda row: row["id"])
+def take_queue_batch(conn: Conn, rows: int, citizens: int) -> list[dict[str, Any]]:
+    """Delete and return up to `rows` queued items: the oldest emergency-button presses, then
+    the items of the (up to) `citizens` citizens with the oldest ones, in queue order."""
+    taken = _rows(conn, TAKE_URGENT, {"rows": rows})
+    if len(taken) < rows:
+        taken += _rows(conn, TAKE_OLDEST_CITIZENS, {"rows": rows - len(taken),
+                                                    "citizens": citizens,
+                                                    "look": citizens * OLDEST_LOOK})
+    return sorted(taken, key=lambda row: row["id"])
+
+
+def queued_after(conn: Conn, after: int, limit: int) -> list[QueuedItem]:
+    """Up to `limit` items queued after id `after`, oldest first: what triage needs of them."""
+    with conn.cursor(row_factory=class_row(QueuedItem)) as cur:
+        return cur.execute(QUEUED_AFTER, (after, limit)).fetchall()
+
+
+def take_citizens(conn: Conn, citizens: Sequence[UUID], upto: int) -> list[dict[str, Any]]:
+    """Delete and return every item of `citizens` queued up to id `upto` (in queue order)."""
+    return sorted(_rows(conn, TAKE_CITIZENS, (list(citizens), upto)), key=lambda row: row["id"])
+
+
+def configuration_version(conn: Conn) -> int:
+    """The counter every change to plans, thresholds and pauses raises (migrations/0011)."""
+    return int(_rows(conn, CONFIGURATION_VERSION, ())[0]["version"])
 
 
 def queue_length(conn: Conn) -> int:

@@ -6,6 +6,10 @@ that stores it; the engine deletes a batch of queue rows in the transaction that
 findings they raise. Whatever process dies when, a queued item is either still queued or
 evaluated and recorded, never both, never neither.
 
+Items that may raise an alert at once (alerts/priority.py) are taken ahead of the rest by a
+triage lane before every batch: behind a backlog of routine readings, a low SpO2 or a button
+press waits for one batch, not for the backlog.
+
 One engine leads: the session advisory lock core.locks.ALERTS_LEADER, held on the very
 connection the engine works on, so a lost connection loses leadership and the open
 transaction together. A standby retries the lock every second."""
@@ -26,9 +30,11 @@ import psycopg
 
 from alerts import context_repository as repo
 from alerts import service
+from alerts.configuration_cache import ConfigurationCache
 from alerts.context import group_queue_rows, load_contexts
 from alerts.history_cache import HistoryCache
 from alerts.models import CitizenContext, Finding
+from alerts.priority import urgent_citizens
 from alerts.rules import evaluate_new, evaluate_tick
 from core import locks
 from core.db import cancel_when_stop_overruns, describe_error
@@ -40,12 +46,15 @@ Evaluate = Callable[[CitizenContext, datetime], list[Finding]]
 # Longest wait for a notification before checking the stop event and the tick again.
 WAKE_CHECK_S = 0.5
 MAX_BACKOFF_S = 10.0
+# Queue rows triage looks at per pass (a backlog after an outage is looked at in steps).
+TRIAGE_SCAN_MAX = 5_000
 
 
 @dataclass
 class EngineCounters:
     batches: int = 0  # committed queue batches
     items: int = 0  # queue rows evaluated and committed
+    triaged: int = 0  # of those, taken ahead of the queue by the triage lane
     findings: int = 0
     ticks: int = 0
     escalations: int = 0
@@ -62,26 +71,31 @@ class AlertEngine:
     """Evaluate queued items and run the tick while leading; stand by while another leads."""
 
     def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
-                 batch_max: int = 500, tick_chunk: int = 100, standby_retry_s: float = 1.0,
-                 stop_timeout_s: float = 10.0, cache_history: bool = True) -> None:
-        """`cache_history`: keep histories between batches (off: every batch reads them, as
-        the engine did before the cache; the engine benchmark's baseline)."""
+                 batch_max: int = 5_000, batch_citizens: int = 100, tick_chunk: int = 100,
+                 standby_retry_s: float = 1.0,
+                 stop_timeout_s: float = 10.0, cache: bool = True) -> None:
+        """`cache`: keep histories and configurations between batches (off: every batch
+        reads them, as the engine did before the caches; the engine benchmark's baseline)."""
         self._dsn = dsn
         self._clock = clock
         self._tick_s = tick_s
-        self._batch_max = batch_max
+        self._batch_max = batch_max  # queue rows
+        self._batch_citizens = batch_citizens
         self._tick_chunk = tick_chunk
         self._standby_retry_s = standby_retry_s
         self._stop_timeout_s = stop_timeout_s
         self._conn: Conn | None = None
-        self._cache_history = cache_history
-        self._cache = self._new_cache()
+        self._use_cache = cache
+        self._cache, self._configurations = self._new_caches()
+        self._scanned = 0  # the triage lane has looked at every queue row up to this id
         self._finished = threading.Event()
         self.leading = threading.Event()
         self.counters = EngineCounters()
 
-    def _new_cache(self) -> HistoryCache | None:
-        return HistoryCache() if self._cache_history else None
+    def _new_caches(self) -> tuple[HistoryCache | None, ConfigurationCache | None]:
+        if not self._use_cache:
+            return None, None
+        return HistoryCache(), ConfigurationCache()
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -122,7 +136,9 @@ class AlertEngine:
     def _session(self, stop: threading.Event) -> None:
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
             self._conn = conn
-            self._cache = self._new_cache()  # what a former session (or leader) saw may be gone
+            # What a former session (or leader) saw may be gone; what it triaged is evaluated.
+            self._cache, self._configurations = self._new_caches()
+            self._scanned = 0
             try:
                 if not self._wait_for_leadership(conn, stop):
                     return
@@ -162,8 +178,10 @@ class AlertEngine:
                 break
 
     def _drain(self, conn: Conn, stop: threading.Event) -> None:
-        while not stop.is_set() and self.drain_once(conn) == self._batch_max:
-            pass
+        while not stop.is_set():
+            self.triage_once(conn)
+            if self.drain_once(conn) == 0:
+                break
 
     # --- one step each (the loop's parts; tests drive them with a clock of their own) ------
 
@@ -172,19 +190,41 @@ class AlertEngine:
         many items it took (0: the queue was empty)."""
         now = self._clock()
         with conn.transaction():
-            rows = repo.take_queue_batch(conn, self._batch_max)
-            if not rows:
+            rows = repo.take_queue_batch(conn, self._batch_max, self._batch_citizens)
+            self._evaluate_taken(conn, rows, now)
+        return len(rows)
+
+    def triage_once(self, conn: Conn) -> int:
+        """Evaluate, ahead of the queue, every queued item of the citizens that have an urgent
+        one among the items queued since the last look; returns how many items it took."""
+        now = self._clock()
+        with conn.transaction():
+            seen = repo.queued_after(conn, self._scanned, TRIAGE_SCAN_MAX)
+            if not seen:
                 return 0
-            grouped = group_queue_rows(rows)
-            citizens = list(grouped)
-            # The rules about new items look at no device state (the tick's rules do).
-            contexts = load_contexts(conn, citizens, now, new=grouped, cache=self._cache,
-                                     with_devices=False)
-            findings = self._record(conn, contexts, evaluate_new, now)
+            upto = seen[-1].id
+            configurations = (self._configurations or ConfigurationCache()).configurations(
+                conn, (item.citizen_id for item in seen))
+            urgent = urgent_citizens(seen, configurations, now)
+            rows = repo.take_citizens(conn, urgent, upto) if urgent else []
+            self._evaluate_taken(conn, rows, now)
+        # Only once committed: a rolled-back look is looked at again.
+        self._scanned = upto
+        self.counters.triaged += len(rows)
+        return len(rows)
+
+    def _evaluate_taken(self, conn: Conn, rows: list[dict[str, Any]], now: datetime) -> None:
+        """Evaluate queue rows taken in this transaction and record their findings."""
+        if not rows:
+            return
+        grouped = group_queue_rows(rows)
+        # The rules about new items look at no device state (the tick's rules do).
+        contexts = load_contexts(conn, list(grouped), now, new=grouped, cache=self._cache,
+                                 configurations=self._configurations, with_devices=False)
+        findings = self._record(conn, contexts, evaluate_new, now)
         self.counters.batches += 1
         self.counters.items += len(rows)
         self.counters.findings += findings
-        return len(rows)
 
     def tick_once(self, conn: Conn, stop: threading.Event | None = None) -> None:
         """The time-driven rules for every citizen with a plan, in chunks (draining the queue
@@ -194,7 +234,8 @@ class AlertEngine:
         citizens = repo.citizens_with_plans(conn, now)
         for chunk in _chunks(citizens, self._tick_chunk):
             with conn.transaction():
-                contexts = load_contexts(conn, chunk, now, cache=self._cache)
+                contexts = load_contexts(conn, chunk, now, cache=self._cache,
+                                         configurations=self._configurations)
                 self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
             if stop is not None:
                 self._drain(conn, stop)

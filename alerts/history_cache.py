@@ -19,14 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from alerts.context import CitizenHistory, Conn, load_series
-
-# Load up to here, not up to the window's end: what a later batch needs is the history from
-# the window's start on, however far a device's clock ran ahead.
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+from core.clock import FAR_FUTURE
 
 
 @dataclass
@@ -56,6 +53,8 @@ class HistoryCache:
         """Each citizen's history holding at least their window [since, until]: from memory,
         or loaded for those not held, held from too late on, or held too long."""
         now = time.monotonic()
+        # Loaded up to FAR_FUTURE, not up to the window's end: what a later batch needs is the
+        # history from the window's start on, however far a device's clock ran ahead.
         stale = {citizen: (since - self._keep, FAR_FUTURE)
                  for citizen, (since, _) in windows.items() if not self._fresh(citizen, since, now)}
         if stale:

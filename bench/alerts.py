@@ -453,7 +453,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=15_000, help="per drain")
     parser.add_argument("--devices", type=int, default=200, help="scales for the drains")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeat", type=int, default=3, help="drains per system and worker count")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="drains per system and worker count (0: the latency run only)")
     parser.add_argument("--rate", type=float, default=2000.0, help="background readings/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="of background")
     parser.add_argument("--out-of-band", type=float, default=0.01, help="fraction of readings")
@@ -498,6 +499,13 @@ def report(drains: dict[tuple[str, int], list[tuple[float, float | None]]], run:
     load = os.getloadavg()
     print(f"\nAlert benchmark{' (--quick)' if args.quick else ''}: {os.cpu_count()} CPUs, load "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end, {elapsed:.0f} s in all\n")
+    if drains:
+        _report_drains(drains, args)
+    _report_stream(run, args)
+
+
+def _report_drains(drains: dict[tuple[str, int], list[tuple[float, float | None]]],
+                   args: argparse.Namespace) -> None:
     print(f"Ingest with `telecare alerts` running (telecare+alerts) vs the bare baseline, and "
           f"Telecare's ingest alone: {args.messages} messages drained {args.repeat}x per system "
           f"(median, range); target telecare+alerts >= 75% of the baseline\n")
@@ -513,6 +521,9 @@ def report(drains: dict[tuple[str, int], list[tuple[float, float | None]]], run:
             print(f"| {workers} | {system} | {median:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | "
                   f"{median / base:.0%} | "
                   f"{f'{statistics.median(engine):,.0f}' if engine else '–'} |")
+
+
+def _report_stream(run: StreamRun, args: argparse.Namespace) -> None:
     print(f"\nAlerts on the SSE stream: {args.rate:.0f} readings/s offered for {args.seconds:.0f} s "
           f"(achieved {run.achieved:.0f}/s; {run.stored} reading rows stored, 2 per reading of "
           f"{run.offered_total}; {run.backlog} items in the evaluation queue after the last "

@@ -1,6 +1,6 @@
 """Alert engine benchmark: how many queued items the engine evaluates per second, with its
-history cache against the same engine reading every batch's histories from the database (the
-engine before the cache), measured in the same run.
+history and configuration caches against the same engine reading every batch's histories and
+configurations from the database (the engine before the caches), measured in the same run.
 
 Each system gets a fresh database: `--citizens` on a COPD plan (bench/alerts.py's set-up), each
 with a pulse oximeter that has sent `--rounds` rounds of two in-band readings (SpO2 and pulse:
@@ -22,7 +22,7 @@ from bench.alerts import Citizen, bench_setup
 from devices import repository as devices_repo
 from devices.repository import ReadingRow
 
-SYSTEMS = {"without cache (baseline)": False, "with history cache": True}
+SYSTEMS = {"without cache (baseline)": False, "with caches": True}
 
 
 def queue_readings(dsn: str, citizens: list[Citizen], rounds: int) -> int:
@@ -45,11 +45,11 @@ def queue_readings(dsn: str, citizens: list[Citizen], rounds: int) -> int:
     return int(row[0]) if row else 0
 
 
-def drain(citizens: int, rounds: int, cache_history: bool) -> float:
+def drain(citizens: int, rounds: int, cache: bool) -> float:
     """Items/s of one engine draining the whole queue of a fresh database."""
     with bench_setup(1, citizens) as (dsn, _, _, copd):
         queued = queue_readings(dsn, copd, rounds)
-        engine = AlertEngine(dsn, lambda: datetime.now(UTC), cache_history=cache_history)
+        engine = AlertEngine(dsn, lambda: datetime.now(UTC), cache=cache)
         with psycopg.connect(dsn, autocommit=True) as conn:
             began = time.perf_counter()
             taken = 0

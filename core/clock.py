@@ -11,3 +11,8 @@ Clock = Callable[[], datetime]
 def system_clock() -> datetime:
     """Current UTC time; the one place that reads the wall clock."""
     return datetime.now(UTC)
+
+
+# Bounds of "any time" for queries over intervals (within PostgreSQL's timestamptz range).
+FAR_PAST = datetime(1, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)

@@ -63,10 +63,11 @@ class Settings(BaseSettings):
     dead_letter_retention_days: int = Field(default=30, ge=1)
 
     # `telecare alerts`: how often the time-driven rules, escalation and the release of held
-    # alerts run; how many queued items one evaluation transaction takes; how often a standby
-    # tries to take the lead.
+    # alerts run; how many queued items, and of how many citizens, one evaluation transaction
+    # takes at most; how often a standby tries to take the lead.
     alerts_tick_s: float = Field(default=10.0, gt=0)
-    alerts_batch_max: int = Field(default=500, ge=1)
+    alerts_batch_max: int = Field(default=5000, ge=1)
+    alerts_batch_citizens: int = Field(default=100, ge=1)
     alerts_standby_retry_s: float = Field(default=1.0, gt=0)
     # Replay steps its clock through the measured times, and ticks (missed measurements,
     # silence) at most this often on that clock.

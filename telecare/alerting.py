@@ -31,6 +31,7 @@ def run_alerting(settings: Settings, stop: threading.Event) -> None:
         sender.start()
     engine = AlertEngine(dsn, system_clock, settings.alerts_tick_s,
                          batch_max=settings.alerts_batch_max,
+                         batch_citizens=settings.alerts_batch_citizens,
                          standby_retry_s=settings.alerts_standby_retry_s,
                          stop_timeout_s=settings.stop_timeout_s)
     try:

@@ -84,6 +84,47 @@ def test_a_press_behind_a_backlog_of_readings_is_evaluated_in_the_first_batch(
     assert scalar(dbconn, "SELECT min(seq) FROM evaluation_queue") == 2
 
 
+def test_triage_takes_an_urgent_citizen_ahead_of_the_backlog_with_its_earlier_items(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    backlog_device, backlog_citizen = enrolled(dbconn)
+    for seq in range(1, 11):
+        store(dbconn, bp_rows(backlog_device, backlog_citizen, clock.now, seq, systolic=125))
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=125))
+    store(dbconn, bp_rows(device, citizen, clock.now + timedelta(minutes=1), 2, systolic=200))
+    engine = AlertEngine(db, clock, batch_max=4)
+    with psycopg.connect(db, autocommit=True) as work:
+        # Both of the citizen's readings (three metrics each), the in-band one first.
+        assert engine.triage_once(work) == 6
+        assert engine.triage_once(work) == 0  # nothing new queued since it looked
+    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s",
+                  backlog_citizen) == 30
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s",
+                  citizen) == 0
+
+
+def test_a_threshold_set_between_batches_is_applied_to_the_next_batch(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)  # hypertension: systolic in band up to 159
+    engine = AlertEngine(db, clock)
+    with psycopg.connect(db, autocommit=True) as work:
+        store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=150))
+        assert engine.drain_once(work) == 3  # the engine now holds the plan's defaults
+        assert _alerts(dbconn) == []
+        dbconn.execute("INSERT INTO thresholds (citizen_id, metric, version, warning_high, "
+                       "alert_high, valid_from, set_by, set_at) VALUES (%s, 'systolic_bp', 1, "
+                       "140, 145, %s, 'nurse', %s)", (citizen, clock.now, clock.now))
+        clock.advance(60)
+        store(dbconn, bp_rows(device, citizen, clock.now, 2, systolic=150))
+        assert engine.drain_once(work) == 3
+    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert scalar(dbconn, "SELECT threshold_version FROM alerts WHERE citizen_id = %s",
+                  citizen) == 1
+
+
 class CountingCursor(psycopg.Cursor[Any]):
     executed: list[str] = []
 

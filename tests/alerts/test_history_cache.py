@@ -22,7 +22,7 @@ Conn = psycopg.Connection[Any]
 def _taken(conn: Conn) -> dict[UUID, NewItems]:
     """Take the whole queue, as the engine takes a batch."""
     with conn.transaction():
-        return group_queue_rows(repo.take_queue_batch(conn, 1000))
+        return group_queue_rows(repo.take_queue_batch(conn, 1000, 1000))
 
 
 def _systolic(context: Any) -> list[float]:
