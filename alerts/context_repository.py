@@ -34,33 +34,28 @@ class QueuedItem:
 # evaluation exactly once.
 # The citizens of a batch are found among this many oldest items per citizen wanted.
 OLDEST_LOOK = 20
-_COLUMNS = """id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
+_TAKEN = """{chosen}
+DELETE FROM evaluation_queue WHERE id IN ({ids})
+RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
           received_at, late, delay_cause, clock_suspect"""
-TAKE_URGENT = """
-DELETE FROM evaluation_queue
- WHERE id IN (SELECT id FROM evaluation_queue
-               WHERE source = 'event' AND name = 'emergency_button'  -- the partial index
-               ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED)
-RETURNING {columns}""".format(columns=_COLUMNS)
-TAKE_OLDEST_CITIZENS = """
+TAKE_URGENT = _TAKEN.format(chosen="", ids="""
+SELECT id FROM evaluation_queue WHERE source = 'event' AND name = 'emergency_button'
+ ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED""")  # as the partial index says
+TAKE_OLDEST_CITIZENS = _TAKEN.format(chosen="""
 WITH oldest AS (SELECT id, citizen_id FROM evaluation_queue ORDER BY id LIMIT %(look)s),
      chosen AS (SELECT citizen_id FROM oldest GROUP BY citizen_id
-                 ORDER BY min(id) LIMIT %(citizens)s)
-DELETE FROM evaluation_queue
- WHERE id IN (SELECT id FROM evaluation_queue WHERE citizen_id IN (SELECT citizen_id FROM chosen)
-               ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED)
-RETURNING {columns}""".format(columns=_COLUMNS)
+                 ORDER BY min(id) LIMIT %(citizens)s)""", ids="""
+SELECT id FROM evaluation_queue WHERE citizen_id IN (SELECT citizen_id FROM chosen)
+ ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED""")
 QUEUE_LENGTH = "SELECT count(*) AS n FROM evaluation_queue"
 # What the triage lane looks at: the items queued after those it has seen, oldest first.
 QUEUED_AFTER = """
 SELECT id, source, citizen_id, name, value, quality FROM evaluation_queue
  WHERE id > %s ORDER BY id LIMIT %s"""
 # Every item of the given citizens queued up to `upto` (a citizen's items stay in order).
-TAKE_CITIZENS = """
-DELETE FROM evaluation_queue
- WHERE id IN (SELECT id FROM evaluation_queue WHERE citizen_id = ANY(%s) AND id <= %s
-               ORDER BY id FOR UPDATE SKIP LOCKED)
-RETURNING {columns}""".format(columns=_COLUMNS)
+TAKE_CITIZENS = _TAKEN.format(chosen="", ids="""
+SELECT id FROM evaluation_queue WHERE citizen_id = ANY(%s) AND id <= %s
+ ORDER BY id FOR UPDATE SKIP LOCKED""")
 CONFIGURATION_VERSION = "SELECT version FROM alert_configuration_version"
 TRY_LEAD = "SELECT pg_try_advisory_lock(%s) AS leading"
 LISTEN_EVALUATION = "LISTEN telecare_evaluation"
