@@ -189,6 +189,9 @@ SELECT {pause_columns} FROM alert_pauses p
 INSERT_TEAM = "INSERT INTO care_teams (name, created_at) VALUES (%s, %s) RETURNING id, name, created_at"
 TEAM = "SELECT id, name, created_at FROM care_teams WHERE id = %s"
 TEAMS = "SELECT id, name, created_at FROM care_teams ORDER BY name"
+TEAMS_WITHIN = """
+SELECT id, name, created_at FROM care_teams WHERE id IN (SELECT v.id FROM ({within}) v)
+ ORDER BY name"""
 ASSIGN_CITIZEN = "UPDATE citizens SET care_team_id = %s WHERE id = %s RETURNING id"
 # The new team takes over the citizen's alerts that are still in hand.
 MOVE_ACTIVE_ALERTS = """
@@ -575,8 +578,14 @@ def team(conn: Conn, team_id: UUID) -> CareTeam | None:
     return None if row is None else CareTeam(**row)
 
 
-def teams(conn: Conn) -> list[CareTeam]:
-    return [CareTeam(**row) for row in _rows(conn, TEAMS, ())]
+def teams(conn: Conn, within: tuple[sql.Composable, dict[str, Any]] | None = None
+          ) -> list[CareTeam]:
+    """Every care team by name; with `within` (a subquery of team ids and its parameters),
+    only those."""
+    if within is None:
+        return [CareTeam(**row) for row in _rows(conn, TEAMS, ())]
+    query = sql.SQL(TEAMS_WITHIN).format(within=within[0])
+    return [CareTeam(**row) for row in _rows(conn, query, within[1])]
 
 
 def assign_citizen(conn: Conn, citizen_id: UUID, team_id: UUID | None) -> bool:

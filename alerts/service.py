@@ -24,6 +24,7 @@ from uuid import UUID
 
 import httpx
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 
@@ -449,9 +450,10 @@ def create_team(conn: Conn, name: str, now: datetime) -> CareTeam:
         raise TeamConflict(f"a care team named {name!r} exists") from None
 
 
-def teams(conn: Conn) -> list[CareTeam]:
-    """Every care team, by name."""
-    return repository.teams(conn)
+def teams(conn: Conn, within: tuple[sql.Composable, dict[str, Any]] | None = None
+          ) -> list[CareTeam]:
+    """Every care team (with `within`, a subquery of team ids: those), by name."""
+    return repository.teams(conn, within)
 
 
 def team(conn: Conn, team_id: UUID) -> CareTeam:

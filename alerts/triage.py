@@ -154,13 +154,18 @@ def metrics_of(rule: str, explanation: dict[str, Any]) -> tuple[str, ...]:
 
 
 def readings_around(conn: Conn, citizen_id: UUID, metrics: Sequence[str], first: datetime,
-                    last: datetime, limit: int = 5000) -> list[dict[str, Any]]:
-    """The citizen's readings of `metrics` from a day before `first` to a day after `last`."""
-    if not metrics:
+                    last: datetime, limit: int = 5000, *,
+                    within: tuple[datetime, datetime] | None = None) -> list[dict[str, Any]]:
+    """The citizen's readings of `metrics` from a day before `first` to a day after `last`
+    (only those measured within `within`, when given)."""
+    start, end = first - READINGS_AROUND, last + READINGS_AROUND
+    if within is not None:
+        start, end = max(start, within[0]), min(end, within[1])
+    if not metrics or start >= end:
         return []
     return _rows(conn, READINGS_AROUND_SQL, {
-        "citizen_id": citizen_id, "metrics": list(metrics), "start": first - READINGS_AROUND,
-        "end": last + READINGS_AROUND, "limit": limit})
+        "citizen_id": citizen_id, "metrics": list(metrics), "start": start, "end": end,
+        "limit": limit})
 
 
 TEAM_SIZES = """

@@ -383,13 +383,21 @@ def readings_bucketed(conn: Conn, citizen_id: UUID, metric: str, start: datetime
 
 
 def devices_with_status(conn: Conn, *, citizen_id: UUID | None = None,
-                        device_id: str | None = None) -> list[dict[str, Any]]:
-    """Devices with their current holder and status: all, one citizen's, or one device."""
-    conditions = [sql.SQL("true")]
+                        device_id: str | None = None,
+                        within: tuple[sql.Composable, dict[str, Any]] | None = None
+                        ) -> list[dict[str, Any]]:
+    """Devices with their current holder and status: all, one citizen's, or one device; with
+    `within` (a subquery of citizen_id and its parameters), only those held by its citizens."""
+    conditions: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, Any] = {"citizen_id": citizen_id, "device_id": device_id}
+    if within is not None:
+        conditions.append(sql.SQL("p.citizen_id IN (SELECT v.citizen_id FROM ({}) v)").format(
+            within[0]))
+        params.update(within[1])
     if citizen_id is not None:
         conditions.append(sql.SQL("p.citizen_id = %(citizen_id)s"))
     if device_id is not None:
         conditions.append(sql.SQL("d.id = %(device_id)s"))
     query = sql.SQL(DEVICES_WITH_STATUS).format(filter=sql.SQL(" AND ").join(conditions))
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, {"citizen_id": citizen_id, "device_id": device_id}).fetchall()
+        return cur.execute(query, params).fetchall()

@@ -31,8 +31,8 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from alerts import delivery_repository as repo
-from alerts.errors import TeamNotFound
-from api.deps import CallerDep
+from api import access
+from api.deps import Caller, CallerDep
 from api.problems import responses
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,10 @@ def _hub(request: Request) -> AlertStreamHub:
     return hub
 
 
-def _team_exists(pool: ConnectionPool, team_id: UUID) -> bool:
+def _may_follow(pool: ConnectionPool, caller: Caller, team_id: UUID) -> None:
+    """TeamNotFound unless the caller works in the team (api/access.py)."""
     with pool.connection() as conn:
-        return repo.care_team_exists(conn, team_id)
+        access.team(conn, caller, team_id)
 
 
 def _replay_page(pool: ConnectionPool, team_id: UUID, after: int) -> list[dict[str, Any]]:
@@ -234,7 +235,7 @@ async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscri
 async def alert_stream(
     team_id: UUID,
     request: Request,
-    _caller: CallerDep,
+    caller: CallerDep,
     last_event_id: Annotated[int | None, Query(
         ge=0, description="resume after this event id (as the Last-Event-ID header)")] = None,
     last_event_header: Annotated[int | None, Header(
@@ -243,8 +244,7 @@ async def alert_stream(
     """The team's alert changes as server-sent events: those after Last-Event-ID first (none
     without one), then live."""
     pool: ConnectionPool = request.app.state.pool
-    if not await run_in_threadpool(_team_exists, pool, team_id):
-        raise TeamNotFound(f"no care team {team_id}")
+    await run_in_threadpool(_may_follow, pool, caller, team_id)
     hub = _hub(request)
     subscriber = await hub.subscribe(team_id)
     last_id = last_event_header if last_event_header is not None else last_event_id

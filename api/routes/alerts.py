@@ -11,7 +11,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import PlainValidator, WithJsonSchema
 
 from alerts import service, triage
-from alerts.errors import AlertNotFound, TeamNotFound
+from alerts.errors import AlertNotFound
+from api import access
 from api.deps import CallerDep, DbDep, NowDep
 from api.problems import responses
 from api.schemas import (
@@ -29,6 +30,7 @@ from api.schemas import (
     ThresholdVersionPublic,
 )
 from devices.catalogue import METRICS
+from devices.errors import CitizenNotFound
 
 router = APIRouter(tags=["alerts"])
 
@@ -54,7 +56,7 @@ AlertId = Annotated[int, Path(ge=1, le=MAX_ID)]
 def team_queue(
     team_id: UUID,
     conn: DbDep,
-    _caller: CallerDep,
+    caller: CallerDep,
     state: Annotated[list[AlertState], Query(
         description="any of these states; default: open and acknowledged")] = [  # noqa: B006
         "open", "acknowledged"],
@@ -65,9 +67,9 @@ def team_queue(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> AlertPage:
-    """A care team's alerts, red before yellow, then the oldest first."""
-    if not triage.team_exists(conn, team_id):
-        raise TeamNotFound(f"no care team {team_id}")
+    """A care team's alerts, red before yellow, then the oldest first; for those who work in
+    the team (administrators: every team)."""
+    access.team(conn, caller, team_id)
     where = triage.QueueFilter(states=tuple(dict.fromkeys(state)),
                                severities=None if not severity else tuple(severity),
                                rule=rule, citizen_id=citizen_id)
@@ -77,15 +79,16 @@ def team_queue(
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertExplained, responses=responses(404, 422))
-def get_alert(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> AlertExplained:
+def get_alert(alert_id: AlertId, conn: DbDep, caller: CallerDep, now: NowDep) -> AlertExplained:
     """One alert with its explanation, the threshold version that raised it, its findings and
-    the readings of its metrics a day either side of them."""
+    the readings of its metrics a day either side of them (readings only for those who may see
+    the citizen's readings; a relative: those measured while the proxy is in force)."""
+    access.alert(conn, caller, alert_id, now)
     row = _alert_row(conn, alert_id)
     explanation: dict[str, Any] = row["explanation"] or {}
     version = None if row["threshold_id"] is None else triage.threshold(conn, row["threshold_id"])
     metrics = [m for m in triage.metrics_of(row["rule"], explanation) if m in METRICS]
-    readings = triage.readings_around(conn, row["citizen_id"], metrics, row["first_measured_at"],
-                                      row["last_measured_at"])
+    readings = _readings_around(conn, caller, row, metrics, now)
     series = [ReadingSeriesPublic(metric=metric, unit=METRICS[metric].ucum, readings=[
         ReadingPublic(**r) for r in readings if r["metric"] == metric]) for metric in metrics]
     return AlertExplained(
@@ -99,27 +102,42 @@ def get_alert(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> AlertExplai
 
 @router.get("/alerts/{alert_id}/history", response_model=list[AlertHistoryEntry],
             responses=responses(404, 422))
-def alert_history(alert_id: AlertId, conn: DbDep, _caller: CallerDep) -> list[AlertHistoryEntry]:
+def alert_history(alert_id: AlertId, conn: DbDep, caller: CallerDep,
+                  now: NowDep) -> list[AlertHistoryEntry]:
     """Everything that happened to the alert, oldest first."""
+    access.alert(conn, caller, alert_id, now)
     return [AlertHistoryEntry.model_validate(row) for row in service.history(conn, alert_id)]
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=AlertPublic,
-             responses=responses(400, 404, 409, 422))
+             responses=responses(400, 403, 404, 409, 422))
 def acknowledge(alert_id: AlertId, body: AcknowledgeRequest, conn: DbDep, caller: CallerDep,
                 now: NowDep) -> AlertPublic:
     """The caller has seen the alert: it stops escalating. 409 unless it is open."""
+    access.alert(conn, caller, alert_id, now, change=True)
     service.acknowledge(conn, alert_id, caller.subject, now, body.note)
     return AlertPublic(**_alert_row(conn, alert_id))
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertPublic,
-             responses=responses(400, 404, 409, 422))
+             responses=responses(400, 403, 404, 409, 422))
 def resolve(alert_id: AlertId, body: ResolveRequest, conn: DbDep, caller: CallerDep,
             now: NowDep) -> AlertPublic:
     """Close the alert with an outcome and a note. 409 when it is already resolved."""
+    access.alert(conn, caller, alert_id, now, change=True)
     service.resolve(conn, alert_id, caller.subject, body.outcome, body.note, now)
     return AlertPublic(**_alert_row(conn, alert_id))
+
+
+def _readings_around(conn: DbDep, caller: CallerDep, row: dict[str, Any], metrics: list[str],
+                     now: NowDep) -> list[dict[str, Any]]:
+    """The readings an alert's page shows, as far as the caller may see readings."""
+    try:
+        window = access.citizen(conn, caller, row["citizen_id"], "readings", now)
+    except CitizenNotFound:
+        return []
+    return triage.readings_around(conn, row["citizen_id"], metrics, row["first_measured_at"],
+                                  row["last_measured_at"], within=(window.since, window.until))
 
 
 def _alert_row(conn: DbDep, alert_id: int) -> dict[str, Any]:

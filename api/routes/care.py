@@ -18,6 +18,8 @@ from alerts.plans import default_thresholds, validate_settings
 from alerts.replay import ReplayRequest, run_replay
 from alerts.repository import CareTeam, Pause, PlanAssignment, ThresholdVersion
 from alerts.service import points_inside
+from api import access
+from api.access import ChangesCare, SeesCare
 from api.deps import CallerDep, DbDep, NowDep, require_role
 from api.errors import EmptyRange, PeriodTooLong
 from api.params import MetricCode
@@ -46,18 +48,11 @@ from api.schemas import (
     WhatIfAlert,
     WhatIfResult,
 )
-from devices.errors import CitizenNotFound
-from devices.repository import citizen_exists
 
 router = APIRouter(tags=["care"])
 
 PauseId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-
-
-def _citizen(conn: DbDep, citizen_id: UUID) -> None:
-    if not citizen_exists(conn, citizen_id):
-        raise CitizenNotFound(f"no citizen {citizen_id}")
 
 
 def _team(team: CareTeam, citizens: int) -> TeamPublic:
@@ -67,58 +62,64 @@ def _team(team: CareTeam, citizens: int) -> TeamPublic:
 # --- care teams ---------------------------------------------------------------------------
 
 @router.get("/teams", response_model=list[TeamPublic], responses=responses())
-def list_teams(conn: DbDep, _caller: CallerDep) -> list[TeamPublic]:
-    """Every care team, by name, with how many citizens it has."""
+def list_teams(conn: DbDep, caller: CallerDep) -> list[TeamPublic]:
+    """The care teams the caller works in (administrators: every team), by name, with how
+    many citizens each has."""
     sizes = triage.team_sizes(conn)
-    return [_team(team, sizes.get(team.id, 0)) for team in service.teams(conn)]
+    return [_team(team, sizes.get(team.id, 0))
+            for team in service.teams(conn, access.visible_teams(caller))]
 
 
 @router.post("/teams", response_model=TeamPublic, status_code=201,
-             responses=responses(400, 409, 422))
-def create_team(body: TeamCreate, conn: DbDep, _caller: CallerDep, now: NowDep) -> TeamPublic:
-    """A new care team; 409 when the name is taken (or blank)."""
+             responses=responses(400, 403, 409, 422))
+def create_team(body: TeamCreate, conn: DbDep, caller: CallerDep, now: NowDep) -> TeamPublic:
+    """A new care team; 409 when the name is taken (or blank). Administrators only."""
+    require_role(caller, "administrator")
     return _team(service.create_team(conn, body.name, now), 0)
 
 
 @router.get("/teams/{team_id}", response_model=TeamPublic, responses=responses(404, 422))
-def get_team(team_id: UUID, conn: DbDep, _caller: CallerDep) -> TeamPublic:
-    """One care team."""
+def get_team(team_id: UUID, conn: DbDep, caller: CallerDep) -> TeamPublic:
+    """One care team the caller works in."""
+    access.team(conn, caller, team_id)
     return _team(service.team(conn, team_id), triage.team_sizes(conn).get(team_id, 0))
 
 
 @router.get("/citizens/{citizen_id}/team", response_model=CitizenTeamPublic,
             responses=responses(404, 422))
-def citizen_team(citizen_id: UUID, conn: DbDep, _caller: CallerDep) -> CitizenTeamPublic:
+def citizen_team(citizen_id: UUID, _access: SeesCare, conn: DbDep, _caller: CallerDep) -> CitizenTeamPublic:
     """The care team a citizen belongs to."""
     return CitizenTeamPublic(citizen_id=citizen_id,
                              care_team_id=service.team_of(conn, citizen_id))
 
 
 @router.put("/citizens/{citizen_id}/team", response_model=CitizenTeamPublic,
-            responses=responses(400, 404, 422))
+            responses=responses(400, 403, 404, 422))
 def assign_team(citizen_id: UUID, body: CitizenTeamAssign, conn: DbDep,
-                _caller: CallerDep) -> CitizenTeamPublic:
+                caller: CallerDep) -> CitizenTeamPublic:
     """Put a citizen in a care team; the team takes over the alerts still in hand. 404 for an
-    unknown citizen or team."""
+    unknown citizen or team. Administrators only."""
+    require_role(caller, "administrator")
     service.assign_citizen(conn, citizen_id, body.care_team_id)
     return CitizenTeamPublic(citizen_id=citizen_id, care_team_id=body.care_team_id)
 
 
 @router.get("/teams/{team_id}/escalation-policy", response_model=EscalationPolicyPublic,
             responses=responses(404, 422))
-def get_policy(team_id: UUID, conn: DbDep, _caller: CallerDep) -> EscalationPolicyPublic:
+def get_policy(team_id: UUID, conn: DbDep, caller: CallerDep) -> EscalationPolicyPublic:
     """Who a red alert goes to when nobody acknowledges it, and after how long: the team's own
     chain, or the default one."""
+    access.team(conn, caller, team_id)
     return _policy(conn, team_id, service.get_policy(conn, team_id))
 
 
 @router.put("/teams/{team_id}/escalation-policy", response_model=EscalationPolicyPublic,
-            responses=responses(400, 404, 422))
-def set_policy(team_id: UUID, body: EscalationPolicyBody, conn: DbDep, _caller: CallerDep,
+            responses=responses(400, 403, 404, 422))
+def set_policy(team_id: UUID, body: EscalationPolicyBody, conn: DbDep, caller: CallerDep,
                now: NowDep) -> EscalationPolicyPublic:
     """Replace the team's chain: after_s strictly increasing, a webhook step names one of the
     team's webhooks (else 422)."""
-    service.team(conn, team_id)
+    access.team(conn, caller, team_id, change=True)
     chain = service.set_policy(conn, team_id, body.model_dump()["steps"], now)
     return _policy(conn, team_id, chain)
 
@@ -176,43 +177,39 @@ def _plan(row: PlanAssignment) -> PlanPublic:
 @router.get("/citizens/{citizen_id}/plans", response_model=list[PlanPublic],
             responses=responses(404, 422))
 def list_plans(
-    citizen_id: UUID, conn: DbDep, _caller: CallerDep, now: NowDep,
+    citizen_id: UUID, _access: SeesCare, conn: DbDep, _caller: CallerDep, now: NowDep,
     include_ended: Annotated[bool, Query(description="also the periods that have ended")] = False,
 ) -> list[PlanPublic]:
     """The plans a citizen follows now or later (with include_ended, every period), oldest first."""
-    _citizen(conn, citizen_id)
     return [_plan(row) for row in service.plans_of(conn, citizen_id)
             if include_ended or row.valid_to is None or row.valid_to > now]
 
 
 @router.get("/citizens/{citizen_id}/plans/{plan}", response_model=list[PlanPublic],
             responses=responses(404, 422))
-def plan_periods(citizen_id: UUID, plan: PlanName, conn: DbDep,
+def plan_periods(citizen_id: UUID, _access: SeesCare, plan: PlanName, conn: DbDep,
                  _caller: CallerDep) -> list[PlanPublic]:
     """Every period during which the citizen followed `plan`, oldest first."""
-    _citizen(conn, citizen_id)
     return [_plan(row) for row in service.plans_of(conn, citizen_id) if row.plan == plan]
 
 
 @router.put("/citizens/{citizen_id}/plans/{plan}", response_model=PlanPublic,
-            responses=responses(400, 404, 409, 422))
-def start_plan(citizen_id: UUID, plan: PlanName, body: PlanStart, conn: DbDep,
+            responses=responses(400, 403, 404, 409, 422))
+def start_plan(citizen_id: UUID, _access: ChangesCare, plan: PlanName, body: PlanStart, conn: DbDep,
                caller: CallerDep, now: NowDep) -> PlanPublic:
     """The citizen follows `plan` from valid_from (default now) until ended; `settings` override
     the template's schedule (422 when the plan cannot take them). 409 when they already follow
     it during that time."""
-    _citizen(conn, citizen_id)
     validate_settings(plan, body.settings)
     return _plan(service.set_plan(conn, citizen_id, plan, body.valid_from or now, caller.subject,
                                   now, settings=body.settings))
 
 
 @router.delete("/citizens/{citizen_id}/plans/{plan}", response_model=PlanPublic,
-               responses=responses(404, 422))
-def end_plan(citizen_id: UUID, plan: PlanName, conn: DbDep, _caller: CallerDep,
+               responses=responses(403, 404, 422))
+def end_plan(citizen_id: UUID, _access: ChangesCare, plan: PlanName, conn: DbDep, _caller: CallerDep,
              now: NowDep) -> PlanPublic:
     """The citizen stops following `plan` now; 404 when it is not in force."""
-    _citizen(conn, citizen_id)
     return _plan(service.end_plan(conn, citizen_id, plan, now))
 
 
@@ -240,20 +237,18 @@ def _thresholds_now(conn: DbDep, citizen_id: UUID, now: datetime) -> dict[str, T
 
 @router.get("/citizens/{citizen_id}/thresholds", response_model=list[ThresholdInForce],
             responses=responses(404, 422))
-def thresholds(citizen_id: UUID, conn: DbDep, _caller: CallerDep,
+def thresholds(citizen_id: UUID, _access: SeesCare, conn: DbDep, _caller: CallerDep,
                now: NowDep) -> list[ThresholdInForce]:
     """The bands in force now per metric: the citizen's latest version, else their plans'
     defaults (version 0)."""
-    _citizen(conn, citizen_id)
     return sorted(_thresholds_now(conn, citizen_id, now).values(), key=lambda t: t.metric)
 
 
 @router.get("/citizens/{citizen_id}/thresholds/{metric}", response_model=MetricThresholds,
             responses=responses(404, 422))
-def metric_thresholds(citizen_id: UUID, metric: MetricCode, conn: DbDep, _caller: CallerDep,
-                      now: NowDep) -> MetricThresholds:
+def metric_thresholds(citizen_id: UUID, _access: SeesCare, metric: MetricCode, conn: DbDep,
+                      _caller: CallerDep, now: NowDep) -> MetricThresholds:
     """One metric's bands in force now and every version the citizen has had."""
-    _citizen(conn, citizen_id)
     return MetricThresholds(
         metric=metric, in_force=_thresholds_now(conn, citizen_id, now).get(metric),
         versions=[_version(row) for row in service.threshold_history(conn, citizen_id, metric)])
@@ -261,22 +256,20 @@ def metric_thresholds(citizen_id: UUID, metric: MetricCode, conn: DbDep, _caller
 
 @router.get("/citizens/{citizen_id}/thresholds/{metric}/versions",
             response_model=list[ThresholdVersionPublic], responses=responses(404, 422))
-def threshold_versions(citizen_id: UUID, metric: MetricCode, conn: DbDep,
+def threshold_versions(citizen_id: UUID, _access: SeesCare, metric: MetricCode, conn: DbDep,
                        _caller: CallerDep) -> list[ThresholdVersionPublic]:
     """Every version the citizen's bands for `metric` have had, oldest first (the plans'
     defaults, version 0, are not stored and not listed)."""
-    _citizen(conn, citizen_id)
     return [_version(row) for row in service.threshold_history(conn, citizen_id, metric)]
 
 
 @router.put("/citizens/{citizen_id}/thresholds/{metric}", response_model=ThresholdVersionPublic,
-            responses=responses(400, 404, 422))
-def set_threshold(citizen_id: UUID, metric: MetricCode, body: ThresholdSet, conn: DbDep,
+            responses=responses(400, 403, 404, 422))
+def set_threshold(citizen_id: UUID, _access: ChangesCare, metric: MetricCode, body: ThresholdSet, conn: DbDep,
                   caller: CallerDep, now: NowDep) -> ThresholdVersionPublic:
     """The next version of one metric's bands (blood pressure per component: systolic_bp,
     diastolic_bp), in force from valid_from (default now). 422 unless at least one band is
     given and alert_low < warning_low < warning_high < alert_high for those given."""
-    _citizen(conn, citizen_id)
     bands = service.parse_bands(body.model_dump(include={
         "alert_low", "warning_low", "warning_high", "alert_high"}))
     stored = service.set_thresholds(conn, citizen_id, metric, bands, body.valid_from or now,
@@ -293,13 +286,12 @@ WHAT_IF_LONGEST = timedelta(days=92)
 
 
 @router.post("/citizens/{citizen_id}/thresholds/{metric}/what-if", response_model=WhatIfResult,
-             responses=responses(400, 404, 422))
-def what_if_thresholds(citizen_id: UUID, metric: MetricCode, body: ThresholdWhatIf,
+             responses=responses(400, 403, 404, 422))
+def what_if_thresholds(citizen_id: UUID, _access: ChangesCare, metric: MetricCode, body: ThresholdWhatIf,
                        conn: DbDep, caller: CallerDep, now: NowDep) -> WhatIfResult:
     """What these bands would have raised for the citizen over a stored period (default the
     last 30 days, at most 92), by replaying the production rules with the bands in place of
     those in force. Nothing is saved as a threshold and nobody is notified."""
-    _citizen(conn, citizen_id)
     bands = service.parse_bands(body.model_dump(include={
         "alert_low", "warning_low", "warning_high", "alert_high"}))
     end = body.end or now
@@ -329,34 +321,32 @@ def _pause(row: Pause) -> PausePublic:
 
 @router.get("/citizens/{citizen_id}/pauses", response_model=list[PausePublic],
             responses=responses(404, 422))
-def list_pauses(citizen_id: UUID, conn: DbDep, _caller: CallerDep) -> list[PausePublic]:
+def list_pauses(citizen_id: UUID, _access: SeesCare, conn: DbDep, _caller: CallerDep) -> list[PausePublic]:
     """Every pause of the citizen's alerts, cancelled ones included, by start."""
-    _citizen(conn, citizen_id)
     return [PausePublic(**row) for row in triage.citizen_pauses(conn, citizen_id)]
 
 
 @router.post("/citizens/{citizen_id}/pauses", response_model=PausePublic, status_code=201,
-             responses=responses(400, 404, 422))
-def add_pause(citizen_id: UUID, body: PauseCreate, conn: DbDep, caller: CallerDep,
+             responses=responses(400, 403, 404, 422))
+def add_pause(citizen_id: UUID, _access: ChangesCare, body: PauseCreate, conn: DbDep, caller: CallerDep,
               now: NowDep) -> PausePublic:
     """Hold the citizen's alerts from start (default now) until end (default: until
     cancelled); 422 when end is not after start."""
-    _citizen(conn, citizen_id)
     return _pause(service.add_pause(conn, citizen_id, body.start or now, body.end, body.reason,
                                     caller.subject, now, note=body.note))
 
 
 @router.get("/citizens/{citizen_id}/pauses/{pause_id}", response_model=PausePublic,
             responses=responses(404, 422))
-def get_pause(citizen_id: UUID, pause_id: PauseId, conn: DbDep,
+def get_pause(citizen_id: UUID, _access: SeesCare, pause_id: PauseId, conn: DbDep,
               _caller: CallerDep) -> PausePublic:
     """One pause."""
     return _pause(_own_pause(conn, citizen_id, pause_id))
 
 
 @router.delete("/citizens/{citizen_id}/pauses/{pause_id}", response_model=PausePublic,
-               responses=responses(404, 422))
-def cancel_pause(citizen_id: UUID, pause_id: PauseId, conn: DbDep, _caller: CallerDep,
+               responses=responses(403, 404, 422))
+def cancel_pause(citizen_id: UUID, _access: ChangesCare, pause_id: PauseId, conn: DbDep, _caller: CallerDep,
                  now: NowDep) -> PausePublic:
     """End a pause now (the engine then releases its held alerts); cancelling it again changes
     nothing."""
@@ -365,7 +355,6 @@ def cancel_pause(citizen_id: UUID, pause_id: PauseId, conn: DbDep, _caller: Call
 
 
 def _own_pause(conn: DbDep, citizen_id: UUID, pause_id: int) -> Pause:
-    _citizen(conn, citizen_id)
     found = repository.pause(conn, pause_id)
     if found is None or found.citizen_id != citizen_id:
         raise PauseNotFound(f"citizen {citizen_id} has no pause {pause_id}")

@@ -7,27 +7,32 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from api.deps import DbDep
+from api import access
+from api.deps import CallerDep, DbDep, NowDep
 from api.params import DeviceId
 from api.problems import responses
 from api.schemas import DevicePublic
 from devices import repository
-from devices.errors import CitizenNotFound, DeviceNotFound
+from devices.errors import DeviceNotFound
 
 router = APIRouter(tags=["devices"])
 
 
 @router.get("/devices", response_model=list[DevicePublic], responses=responses())
-def list_devices(conn: DbDep) -> list[DevicePublic]:
-    """Every registered device with its current holder and status."""
-    return [DevicePublic(**row) for row in repository.devices_with_status(conn)]
+def list_devices(conn: DbDep, caller: CallerDep, now: NowDep) -> list[DevicePublic]:
+    """The devices the caller may see (administrators: every registered device) with their
+    current holder and status."""
+    within = None if access.administers(caller) else access.visible(caller, "devices", now)
+    return [DevicePublic(**row) for row in repository.devices_with_status(conn, within=within)]
 
 
 # A malformed id is 422 like a malformed citizen id, not 404: the client learns that its
 # request is wrong, not that a device is missing, and the text never reaches the database.
 @router.get("/devices/{device_id}", response_model=DevicePublic, responses=responses(404, 422))
-def get_device(device_id: Annotated[DeviceId, Path()], conn: DbDep) -> DevicePublic:
+def get_device(device_id: Annotated[DeviceId, Path()], conn: DbDep, caller: CallerDep,
+               now: NowDep) -> DevicePublic:
     """One device with its current holder and status."""
+    access.device(conn, caller, device_id, now)
     rows = repository.devices_with_status(conn, device_id=device_id)
     if not rows:
         raise DeviceNotFound(f"no device {device_id!r}")
@@ -36,8 +41,8 @@ def get_device(device_id: Annotated[DeviceId, Path()], conn: DbDep) -> DevicePub
 
 @router.get("/citizens/{citizen_id}/devices", response_model=list[DevicePublic],
             responses=responses(404, 422))
-def citizen_devices(citizen_id: UUID, conn: DbDep) -> list[DevicePublic]:
+def citizen_devices(citizen_id: UUID, conn: DbDep, caller: CallerDep,
+                    now: NowDep) -> list[DevicePublic]:
     """The devices a citizen has now."""
-    if not repository.citizen_exists(conn, citizen_id):
-        raise CitizenNotFound(f"no citizen {citizen_id}")
+    access.citizen(conn, caller, citizen_id, "devices", now)
     return [DevicePublic(**row) for row in repository.devices_with_status(conn, citizen_id=citizen_id)]

@@ -8,14 +8,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from api.deps import DbDep, NowDep
+from api import access
+from api.deps import CallerDep, DbDep, NowDep
 from api.errors import EmptyRange, TooManyBuckets
 from api.params import MetricCode, OptionalBucket, OptionalTime
 from api.problems import responses
 from api.schemas import BucketPublic, MetricPublic, ReadingPublic, ReadingsPublic
 from devices import repository
 from devices.catalogue import METRICS
-from devices.errors import CitizenNotFound
 
 router = APIRouter(tags=["readings"])
 
@@ -36,6 +36,7 @@ def list_metrics() -> list[MetricPublic]:
 def citizen_readings(
     citizen_id: UUID,
     conn: DbDep,
+    caller: CallerDep,
     now: NowDep,
     metric: Annotated[MetricCode, Query(description="metric code from /v1/metrics")],
     start: Annotated[OptionalTime, Query(
@@ -48,21 +49,24 @@ def citizen_readings(
     include_implausible: Annotated[bool, Query(
         description="count readings marked implausible in buckets too")] = False,
 ) -> ReadingsPublic:
-    """Raw readings by measured time, or aggregated into buckets when `bucket` is given."""
+    """Raw readings by measured time, or aggregated into buckets when `bucket` is given; a
+    relative sees only what was measured while the proxy is in force."""
     end = end or now
     start = start or end - DEFAULT_RANGE
     if start >= end:
         raise EmptyRange("start must be before end")
     if bucket is not None and (end - start) / bucket > MAX_BUCKETS:
         raise TooManyBuckets(f"more than {MAX_BUCKETS} buckets; widen the bucket or the range")
-    if not repository.citizen_exists(conn, citizen_id):
-        raise CitizenNotFound(f"no citizen {citizen_id}")
+    window = access.citizen(conn, caller, citizen_id, "readings", now)
     page = ReadingsPublic(citizen_id=citizen_id, metric=metric, unit=METRICS[metric].ucum,
                           start=start, end=end)
+    seen_start, seen_end = window.clip(start, end)
     if bucket is None:
-        rows = repository.readings_raw(conn, citizen_id, metric, start, end, limit)
+        rows = (repository.readings_raw(conn, citizen_id, metric, seen_start, seen_end, limit)
+                if seen_start < seen_end else [])
         return page.model_copy(update={"readings": [ReadingPublic(**r) for r in rows]})
-    rows = repository.readings_bucketed(conn, citizen_id, metric, start, end, bucket,
-                                        BUCKET_ORIGIN, include_implausible=include_implausible)
+    rows = (repository.readings_bucketed(conn, citizen_id, metric, seen_start, seen_end, bucket,
+                                         BUCKET_ORIGIN, include_implausible=include_implausible)
+            if seen_start < seen_end else [])
     return page.model_copy(update={"bucket_seconds": int(bucket.total_seconds()),
                                    "buckets": [BucketPublic(**r) for r in rows]})
