@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import psycopg
@@ -43,6 +43,7 @@ Conn = psycopg.Connection[Any]
 # What a proxy grants (migrations/0012): readings, alerts, devices, and care (plans,
 # thresholds, pauses, the care team).
 Kind = Literal["readings", "alerts", "devices", "care"]
+KINDS: tuple[str, ...] = get_args(Kind)
 # Who may change a citizen's care and alerts (among those who may see them).
 CARE_STAFF = frozenset({"administrator", "nurse"})
 

@@ -154,6 +154,7 @@ def _password(args: argparse.Namespace) -> str:
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
+    from api import relations
     from api.auth import service
     from core.clock import system_clock
     from core.errors import TelecareError
@@ -176,6 +177,20 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             elif args.users_command == "unlock":
                 service.unlock(conn, args.username)
                 print(f"unlocked {args.username}")
+            elif args.users_command in ("join", "leave"):
+                change = relations.add_member if args.users_command == "join" else (
+                    lambda conn, name, team, _now: relations.remove_member(conn, name, team))
+                change(conn, args.username, args.team, system_clock())
+                print(f"{args.username} {args.users_command}s care team {args.team}")
+            elif args.users_command == "is-citizen":
+                relations.link_citizen(conn, args.username, args.citizen)
+                print(f"{args.username} is citizen {args.citizen}")
+            elif args.users_command == "proxy":
+                proxy = relations.grant_proxy(conn, args.citizen, args.username, args.kinds,
+                                              args.start or system_clock(), args.end, "cli",
+                                              system_clock())
+                print(f"proxy {proxy.id}: {args.username} sees {','.join(proxy.kinds)} of "
+                      f"citizen {args.citizen}")
             else:
                 blocked = service.blocked_usernames(conn, system_clock())
                 for user in service.users(conn):
@@ -235,6 +250,21 @@ def _parser() -> argparse.ArgumentParser:
                        ("enable", "allow sign-ins again"),
                        ("unlock", "forget the failed sign-ins that hold the name up")):
         users_sub.add_parser(name, help=text).add_argument("username")
+    for name, text in (("join", "the nurse works in the care team"),
+                       ("leave", "the nurse no longer works in the care team")):
+        member = users_sub.add_parser(name, help=text)
+        member.add_argument("username")
+        member.add_argument("team", type=UUID)
+    linked = users_sub.add_parser("is-citizen", help="the citizen user is this citizen")
+    linked.add_argument("username")
+    linked.add_argument("citizen", type=UUID)
+    proxy = users_sub.add_parser("proxy", help="the relative may see the citizen's data of "
+                                 "these kinds measured from --from (default now) until --to")
+    proxy.add_argument("username")
+    proxy.add_argument("citizen", type=UUID)
+    proxy.add_argument("kinds", nargs="+", choices=["readings", "alerts", "devices", "care"])
+    proxy.add_argument("--from", dest="start", type=_aware_time, default=None)
+    proxy.add_argument("--to", dest="end", type=_aware_time, default=None)
 
     fleet_args = argparse.ArgumentParser(add_help=False)
     fleet_args.add_argument("--citizens", type=int, default=20)

@@ -6,12 +6,16 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvicorn
 
+from alerts import service as alerts_service
+from api import relations
 from api.app import create_app
 from api.auth import service as auth_service
 from core.clock import system_clock
@@ -85,23 +89,43 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
     return 0
 
 
-# Signed-in users see everything until access scoping exists (docs/access.md), so the demo
-# makes only these two; the citizen, relative and project-lead accounts come with their scopes.
-DEMO_USERS = (("admin", "administrator", "Demo Administrator"), ("nurse", "nurse", "Demo Nurse"))
+# One of each role (docs/access.md): an administrator, a nurse per care team, the first
+# citizen, a relative with a proxy for that citizen's readings and alerts, a project lead.
+DEMO_USERS = (("admin", "administrator", "Demo Administrator"),
+              ("citizen", "citizen", "Demo Citizen"), ("relative", "relative", "Demo Relative"),
+              ("lead", "project_lead", "Demo Project Lead"))
+PROXY_KINDS = ["readings", "alerts"]
 
 
 def demo_users(dsn: str) -> dict[str, str]:
     """The demo's users with a fresh random password each (kept data keeps the users)."""
-    passwords = {}
+    now = system_clock()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        existing = {user.username for user in auth_service.users(conn)}
-        for username, role, name in DEMO_USERS:
-            password = secrets.token_urlsafe(12)
-            if username in existing:
-                auth_service.set_password(conn, username, password, system_clock())
-            else:
-                auth_service.create_user(conn, username, name, role, password, system_clock())
-            passwords[username] = password
+        teams = alerts_service.teams(conn)
+        first = conn.execute("SELECT id FROM citizens ORDER BY created_at LIMIT 1").fetchone()
+        nurses = [(f"nurse{index + 1}", "nurse", f"Nurse of {team.name}")
+                  for index, team in enumerate(teams)]
+        passwords = _with_passwords(conn, (*DEMO_USERS, *nurses), now)
+        for (username, _, _), team in zip(nurses, teams, strict=True):
+            relations.add_member(conn, username, team.id, now)
+        if first is not None and not relations.proxies_of(conn, first[0]):
+            relations.link_citizen(conn, "citizen", first[0])
+            relations.grant_proxy(conn, first[0], "relative", PROXY_KINDS,
+                                  now - timedelta(days=7), None, "demo", now)
+    return passwords
+
+
+def _with_passwords(conn: psycopg.Connection[Any], users: Iterable[tuple[str, str, str]],
+                    now: datetime) -> dict[str, str]:
+    existing = {user.username for user in auth_service.users(conn)}
+    passwords = {}
+    for username, role, name in users:
+        password = secrets.token_urlsafe(12)
+        if username in existing:
+            auth_service.set_password(conn, username, password, now)
+        else:
+            auth_service.create_user(conn, username, name, role, password, now)
+        passwords[username] = password
     return passwords
 
 
@@ -123,8 +147,9 @@ def _print_welcome(settings: Settings, dsn: str, passwords: dict[str, str]) -> N
         f"  devices:       {base}/v1/devices\n"
         f"  dead letters:  {base}/v1/dead-letters\n"
         f"{example}{alerts}"
-        f"  sign in:       curl -d username=nurse -d password={passwords['nurse']} "
-        f"{base}/v1/auth/token   (admin: {passwords['admin']}; /docs: Authorize)\n"
+        f"  sign in:       curl -d username=nurse1 -d password={passwords.get('nurse1')} "
+        f"{base}/v1/auth/token   (/docs: Authorize)\n"
+        f"  users:         {'  '.join(f'{u}/{p}' for u, p in passwords.items())}\n"
         f"  MQTT broker:   {settings.mqtt_host}:{settings.mqtt_port} (MQTT {settings.mqtt_protocol}),"
         f" topics {settings.topic_root}/v1/#\n"
         f"  ground truth:  {DATA_DIR / 'ground_truth.jsonl'} (JSON lines, written as it happens)\n",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.auth.errors import InvalidUser, UserConflict
 from api.auth.models import User
 from api.auth.tokens import issue_access_token
 from core.db import open_pool
@@ -115,12 +116,13 @@ class World:
 
 
 def _user(conn: Conn, role: str, citizen: UUID | None = None) -> User:
+    username = f"{role[:5]}-{uuid.uuid4().hex[:10]}"
     row = conn.execute(
         "INSERT INTO users (username, display_name, role, password_hash, created_at, citizen_id)"
         " VALUES (%s, 'Test', %s, 'not-a-hash', %s, %s) RETURNING id",
-        (f"{role[:5]}-{uuid.uuid4().hex[:10]}", role, NOW, citizen)).fetchone()
+        (username, role, NOW, citizen)).fetchone()
     assert row is not None
-    return User(id=row[0], username="u", display_name="Test", role=role,  # type: ignore[arg-type]
+    return User(id=row[0], username=username, display_name="Test", role=role,  # type: ignore[arg-type]
                 created_at=NOW, disabled_at=None)
 
 
@@ -282,3 +284,35 @@ def test_dead_letters_and_new_teams_are_for_administrators(
             403, "forbidden")
     admin = as_user(_user(conn, "administrator"))
     assert client.get("/v1/dead-letters", headers=admin).status_code == 200
+
+
+def test_relations_set_up_by_their_functions_open_exactly_that_access(
+        conn: Conn, client: TestClient) -> None:
+    from api import relations
+    from api.auth import service as auth_service
+    world = build(conn, Plan(teams=1, citizen_teams=[0, 0], nurse_teams=frozenset(),
+                             own_citizen=1, proxies=[]))
+    citizen, team = world.citizens[0], world.teams[0]
+    names = {}
+    for role in ("nurse", "relative", "citizen"):
+        names[role] = f"{role}-{uuid.uuid4().hex[:8]}"
+        auth_service.create_user(conn, names[role], "Test", role, "a long password", NOW)
+    users = {u.username: u for u in auth_service.users(conn)}
+    path = f"/v1/citizens/{citizen}/readings?metric=systolic_bp&start=2026-11-01T00:00:00Z"
+    for role in names:
+        problem(client.get(path, headers=as_user(users[names[role]])), 404)
+    relations.add_member(conn, names["nurse"], team, NOW)
+    relations.link_citizen(conn, names["citizen"], citizen)
+    proxy = relations.grant_proxy(conn, citizen, names["relative"], ["readings"],
+                                  NOW - timedelta(days=1), None, "test", NOW)
+    for role in names:
+        assert client.get(path, headers=as_user(users[names[role]])).status_code == 200, role
+    relations.revoke_proxy(conn, citizen, proxy.id, NOW)
+    problem(client.get(path, headers=as_user(users[names["relative"]])), 404)
+    with pytest.raises(relations.InvalidProxy):
+        relations.grant_proxy(conn, citizen, names["relative"], ["readings"], NOW,
+                              NOW - timedelta(days=1), "test", NOW)
+    with pytest.raises(InvalidUser):
+        relations.grant_proxy(conn, citizen, names["nurse"], ["readings"], NOW, None, "t", NOW)
+    with pytest.raises(UserConflict):  # one user per citizen
+        relations.link_citizen(conn, world.users["citizen"].username, citizen)
