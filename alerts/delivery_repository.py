@@ -17,7 +17,6 @@ AsyncConn = psycopg.AsyncConnection[Any]
 
 # alert_history's trigger notifies this channel with the history id at each commit.
 LISTEN_ALERT_CHANGES = "LISTEN telecare_alert_changes"
-CARE_TEAM_EXISTS = "SELECT 1 FROM care_teams WHERE id = %s"
 
 # An alert change as the care team sees it: the history row with what it is about.
 _EVENTS = """
@@ -80,8 +79,6 @@ async def listen_alert_changes_async(conn: AsyncConn) -> None:
     await conn.execute(LISTEN_ALERT_CHANGES)
 
 
-def care_team_exists(conn: Conn, team_id: UUID) -> bool:
-    return conn.execute(CARE_TEAM_EXISTS, (team_id,)).fetchone() is not None
 
 
 def team_events_after(conn: Conn, team_id: UUID, after: int, limit: int) -> list[dict[str, Any]]:

@@ -53,7 +53,6 @@ SELECT count(*)
    AND (%(citizen_id)s::uuid IS NULL OR a.citizen_id = %(citizen_id)s)"""
 ALERT = f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE a.id = %(alert_id)s"  # noqa: S608
 ALERT_EXISTS = "SELECT 1 FROM alerts WHERE id = %(alert_id)s"
-TEAM_EXISTS = "SELECT 1 FROM care_teams WHERE id = %(team_id)s"
 FINDINGS = """
 SELECT occurrence, severity, measured_at, evaluated_at, is_current, data_age_s, delay_cause,
        detail
@@ -96,9 +95,6 @@ def _rows(conn: Conn, query: str, params: dict[str, Any]) -> list[dict[str, Any]
         return cur.execute(query, params).fetchall()
 
 
-def team_exists(conn: Conn, team_id: UUID) -> bool:
-    """Whether the care team exists."""
-    return _scalar(conn, TEAM_EXISTS, {"team_id": team_id}) is not None
 
 
 def alert_exists(conn: Conn, alert_id: int) -> bool:

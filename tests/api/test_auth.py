@@ -274,15 +274,24 @@ def test_the_users_command_adds_a_user_who_can_sign_in(database: str, client: Te
     assert again.returncode == 2 and "taken" in again.stderr
 
 
-def test_the_demo_users_get_a_new_password_at_each_start(database: str,
-                                                         client: TestClient) -> None:
+def test_the_demo_users_get_a_new_password_at_each_start(fresh_database: str,
+                                                         clock: Clock) -> None:
     from telecare.demo import demo_users
+    from tests.alerts.delivery_data import care_team, team_citizen
 
-    first, second = demo_users(database), demo_users(database)
-    assert first["nurse"] != second["nurse"] and set(second) == {"admin", "nurse"}
-    problem(sign_in(client, "nurse", first["nurse"]), 400, "invalid_grant")
-    assert sign_in(client, "nurse", second["nurse"]).status_code == 200
-    assert sign_in(client, "admin", second["admin"]).status_code == 200
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        team_citizen(conn, care_team(conn))
+        care_team(conn)
+        first, second = demo_users(fresh_database), demo_users(fresh_database)
+        # One nurse per team, each a member; one proxy, however often the demo starts.
+        assert (conn.execute("SELECT count(*) FROM team_members").fetchone() or [0])[0] == 2
+        assert (conn.execute("SELECT count(*) FROM proxies").fetchone() or [0])[0] == 1
+    assert set(second) == {"admin", "citizen", "relative", "lead", "nurse1", "nurse2"}
+    assert first["nurse1"] != second["nurse1"]
+    with api(fresh_database, clock) as client:
+        problem(sign_in(client, "nurse1", first["nurse1"]), 400, "invalid_grant")
+        for username, password in second.items():
+            assert sign_in(client, username, password).status_code == 200, username
 
 
 def test_old_refresh_tokens_and_failure_counts_are_purged(
