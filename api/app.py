@@ -14,7 +14,17 @@ from api import problems
 from api.auth.service import TokenPolicy
 from api.auth.tokens import signing_key
 from api.deps import current_caller
-from api.routes import alert_stream, alerts, auth, care, dead_letters, devices, health, readings
+from api.routes import (
+    alert_stream,
+    alerts,
+    auth,
+    care,
+    dead_letters,
+    devices,
+    health,
+    readings,
+    relations,
+)
 from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
@@ -55,7 +65,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     problems.install(app)
     app.include_router(health.router)
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
-                   alerts.router, care.router):
+                   alerts.router, care.router, relations.router):
         app.include_router(router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
     return app

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
 from alerts.errors import TeamNotFound
 from api.access import KINDS
@@ -33,6 +33,10 @@ INSERT INTO proxies (citizen_id, relative_id, kinds, valid, granted_by, granted_
 VALUES (%s, %s, %s, tstzrange(%s, %s), %s, %s)
 RETURNING id, citizen_id, relative_id, kinds, lower(valid) AS valid_from,
           upper(valid) AS valid_until, granted_by, granted_at, revoked_at"""
+MEMBERS_OF = """
+SELECT u.id AS user_id, u.username, u.display_name, m.added_at
+  FROM team_members m JOIN users u ON u.id = m.user_id
+ WHERE m.care_team_id = %s ORDER BY u.username"""
 PROXIES_OF = """
 SELECT id, citizen_id, relative_id, kinds, lower(valid) AS valid_from,
        upper(valid) AS valid_until, granted_by, granted_at, revoked_at
@@ -120,6 +124,11 @@ def grant_proxy(conn: Conn, citizen_id: UUID, relative: str, kinds: list[str],
                                          valid_until, granted_by, now)).fetchone()
     assert row is not None
     return row
+
+
+def members_of(conn: Conn, team_id: UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(MEMBERS_OF, (team_id,)).fetchall()
 
 
 def proxies_of(conn: Conn, citizen_id: UUID) -> list[Proxy]:

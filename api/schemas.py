@@ -538,3 +538,41 @@ class SignedIn(_Public):
     username: str
     role: str
     expires_at: datetime = Field(description="when the access token sent expires")
+
+
+# --- Relations (issue 7): team members, proxies ----------------------------------------------
+
+USERNAME_PATTERN = "^[a-z0-9][a-z0-9._@-]{0,99}$"
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=100)]
+ProxyKind = Literal["readings", "alerts", "devices", "care"]
+
+
+class MemberPublic(_Public):
+    user_id: UUID
+    username: str
+    display_name: str
+    added_at: datetime
+
+
+class ProxyCreate(_Request):
+    relative: Username = Field(description="the username of a user with the role relative")
+    kinds: list[ProxyKind] = Field(min_length=1, max_length=4,
+                                   description="what the relative may see")
+    valid_from: OptionalStoredTime = Field(default=None, description="default: now")
+    valid_until: OptionalStoredTime = Field(default=None,
+                                            description="exclusive, after valid_from; default: open")
+
+
+class ProxyPublic(_Public):
+    """What a relative may see of the citizen: data of `kinds` measured within the validity,
+    while it lasts and is not revoked."""
+
+    id: int
+    citizen_id: UUID
+    relative_id: UUID
+    kinds: list[ProxyKind]
+    valid_from: datetime
+    valid_until: datetime | None
+    granted_by: str
+    granted_at: datetime
+    revoked_at: datetime | None

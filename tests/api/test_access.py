@@ -316,3 +316,33 @@ def test_relations_set_up_by_their_functions_open_exactly_that_access(
         relations.grant_proxy(conn, citizen, names["nurse"], ["readings"], NOW, None, "t", NOW)
     with pytest.raises(UserConflict):  # one user per citizen
         relations.link_citizen(conn, world.users["citizen"].username, citizen)
+
+
+def test_members_and_proxies_are_managed_over_the_api(conn: Conn, client: TestClient) -> None:
+    world = build(conn, Plan(teams=1, citizen_teams=[0], nurse_teams=frozenset(),
+                             own_citizen=0, proxies=[]))
+    citizen, team = world.citizens[0], world.teams[0]
+    admin, nurse = as_user(world.users["administrator"]), as_user(world.users["nurse"])
+    relative = as_user(world.users["relative"])
+    plans = f"/v1/citizens/{citizen}/plans"
+    nurse_name, relative_name = world.users["nurse"].username, world.users["relative"].username
+    problem(client.get(plans, headers=nurse), 404)
+    problem(client.put(f"/v1/teams/{team}/members/{nurse_name}", headers=nurse), 403)
+    assert client.put(f"/v1/teams/{team}/members/{nurse_name}", headers=admin).status_code == 204
+    assert client.get(plans, headers=nurse).status_code == 200
+    assert [m["username"] for m in client.get(f"/v1/teams/{team}/members",
+                                                headers=nurse).json()] == [nurse_name]
+    grant = {"relative": relative_name, "kinds": ["care"]}
+    problem(client.post(f"/v1/citizens/{citizen}/proxies", json=grant, headers=relative), 404)
+    problem(client.post(f"/v1/citizens/{citizen}/proxies", json={**grant, "relative": nurse_name},
+                        headers=nurse), 422, "invalid_user")
+    created = client.post(f"/v1/citizens/{citizen}/proxies", json=grant, headers=nurse)
+    assert created.status_code == 201, created.text
+    assert client.get(plans, headers=relative).status_code == 200
+    problem(client.post(f"/v1/citizens/{citizen}/proxies", json=grant, headers=relative), 403)
+    revoked = client.delete(f"/v1/citizens/{citizen}/proxies/{created.json()['id']}",
+                            headers=nurse)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    problem(client.get(plans, headers=relative), 404)
+    assert client.delete(f"/v1/teams/{team}/members/{nurse_name}", headers=admin).status_code == 204
+    problem(client.get(plans, headers=nurse), 404)

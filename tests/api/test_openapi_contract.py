@@ -52,6 +52,7 @@ READINGS = "/v1/citizens/{citizen_id}/readings"
 THRESHOLD = "/v1/citizens/{citizen_id}/thresholds/{metric}"
 WHAT_IF = f"{THRESHOLD}/what-if"
 PAUSES = "/v1/citizens/{citizen_id}/pauses"
+PROXIES = "/v1/citizens/{citizen_id}/proxies"
 PLAN = "/v1/citizens/{citizen_id}/plans/{plan}"
 POLICY = "/v1/teams/{team_id}/escalation-policy"
 SIGN_IN = ("/v1/auth/token", "/v1/auth/refresh")
@@ -213,6 +214,10 @@ def _citizen_contradiction(path: str, params: dict[str, Any], body: dict[str, An
             start = _time(body["start"]) if body.get("start") is not None else NOW
             if _time(body["end"]) <= start:
                 return "invalid_pause"
+        if path == PROXIES and body.get("valid_until") is not None:
+            start = _time(body["valid_from"]) if body.get("valid_from") is not None else NOW
+            if _time(body["valid_until"]) <= start:
+                return "invalid_proxy"
     except (ValueError, OverflowError):
         return None
     if path == PLAN and body.get("settings"):
