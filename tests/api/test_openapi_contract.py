@@ -4,6 +4,9 @@ document does not list) and runs every check it has on every answer of the real 
 database: no 500, every status and media type documented, bodies as their schemas say, requests
 the document allows accepted and requests it forbids refused, 405 with Allow.
 
+The same runs again signed in as each role (fewer examples each): a role's refusals (403, and
+404 for what its relation does not reach) must be documented and well-formed too.
+
 Deterministic: a fixed seed, derandomized, no example database."""
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from schemathesis.core.parameters import ParameterLocation
 
 from alerts import service as alerts_service
@@ -27,7 +31,11 @@ from alerts.errors import InvalidPlan
 from alerts.models import Finding, Severity
 from alerts.plans import validate_settings
 from alerts.service import points_inside
+from api import relations
+from api.access import KINDS
 from api.app import create_app
+from api.auth import service as auth_service
+from api.auth.tokens import issue_access_token
 from api.routes.care import WHAT_IF_DEFAULT, WHAT_IF_LONGEST
 from api.routes.readings import DEFAULT_RANGE, MAX_BUCKETS
 from core.db import open_pool
@@ -37,7 +45,7 @@ from devices.models import Device
 from devices.repository import prepare_reading_stage
 from ingest.decode import Inbound
 from ingest.pipeline import Limits, process_batch
-from tests.conftest import PAIRED_SINCE, reading_message
+from tests.conftest import PAIRED_SINCE, only_on, reading_message
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 EXAMPLES_PER_OPERATION = 200
@@ -57,6 +65,13 @@ PLAN = "/v1/citizens/{citizen_id}/plans/{plan}"
 POLICY = "/v1/teams/{team_id}/escalation-policy"
 SIGN_IN = ("/v1/auth/token", "/v1/auth/refresh")
 WEBHOOKS = "/v1/teams/{team_id}/webhooks"
+ROLE_CONFIG = schemathesis.Config.from_dict({
+    "seed": 20261120,
+    "generation": {"max-examples": 15, "deterministic": True, "database": "none"},
+    "checks": {"enabled": True, "max_response_time": 10.0},
+})
+ROLES = ("administrator", "nurse", "citizen", "relative", "project_lead", "service")
+KEY = "c" * 40
 BANDS = ("alert_low", "warning_low", "warning_high", "alert_high")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -85,6 +100,7 @@ class LateBoundApp:
 DOCUMENT_ONLY = create_app(Settings())
 ENTRY = LateBoundApp(DOCUMENT_ONLY)
 schema = schemathesis.openapi.from_asgi("/openapi.json", ENTRY, config=CONFIG)
+role_schema = schemathesis.openapi.from_asgi("/openapi.json", ENTRY, config=ROLE_CONFIG)
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,7 @@ class Seeded:
     device_id: str
     team_id: UUID
     alert_id: int
+    tokens: dict[str, str]  # an access token per role, each user related to the seeded citizen
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +117,8 @@ def api(database: str) -> Iterator[Seeded]:
     """The app on the session's database, holding a citizen with readings, a device, a dead letter."""
     seeded = _seed(database)
     pool = open_pool(database, max_size=4)
-    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
+    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY)), pool=pool,
+                     clock=lambda: NOW)
     assert app.openapi() == DOCUMENT_ONLY.openapi()
     with TestClient(app):  # runs the lifespan
         ENTRY.app = app
@@ -132,15 +150,44 @@ def _seed(database: str) -> Seeded:
             explanation={"metric": "systolic_bp", "value": 190})], NOW)
         row = conn.execute("SELECT id FROM alerts WHERE citizen_id = %s", (citizen,)).fetchone()
         assert row is not None
-    return Seeded(citizen, device, team.id, int(row[0]))
+        tokens = _users(conn, citizen, team.id)
+    return Seeded(citizen, device, team.id, int(row[0]), tokens)
+
+
+def _users(conn: psycopg.Connection[Any], citizen: UUID, team: UUID) -> dict[str, str]:
+    """A user of each role, each related to the seeded citizen as the role can be: the nurse
+    works in the team, the citizen user is the citizen, the relative has a proxy for all."""
+    tokens = {}
+    for role in ROLES:
+        username = f"contract-{role.replace('_', '-')}"
+        user = auth_service.create_user(conn, username, "Contract", role, "contract password",
+                                        NOW)
+        tokens[role] = issue_access_token(user, KEY, NOW, timedelta(hours=1))
+    relations.add_member(conn, "contract-nurse", team, NOW)
+    relations.link_citizen(conn, "contract-citizen", citizen)
+    relations.grant_proxy(conn, citizen, "contract-relative", list(KINDS),
+                          NOW - timedelta(days=30), None, "contract", NOW)
+    return tokens
 
 
 # A stream never ends, and schemathesis waits for the whole body: the alert stream's answers
 # are checked by tests/api/test_alert_stream.py (events, 404, 422) instead.
 @schema.exclude(path_regex=r"/stream$").parametrize()
 def test_every_answer_is_documented_and_true(case: schemathesis.Case, api: Seeded) -> None:
+    _check(case, api)
+
+
+@only_on("postgres")  # the roles' answers do not depend on the storage backend
+@pytest.mark.parametrize("role", ROLES)
+@role_schema.exclude(path_regex=r"/stream$").parametrize()
+def test_every_answer_to_each_role_is_documented_and_true(case: schemathesis.Case, api: Seeded,
+                                                          role: str) -> None:
+    _check(case, api, {"Authorization": f"Bearer {api.tokens[role]}"})
+
+
+def _check(case: schemathesis.Case, api: Seeded, headers: dict[str, str] | None = None) -> None:
     _aim_at_seeded(case, api)
-    response = case.call()
+    response = case.call(headers=headers)
     positive = case.meta is not None and not case.meta.generation.mode.is_negative
     if positive and case.operation.path in SIGN_IN and response.status_code == 400:
         # Made-up credentials are well-formed and wrong: refused as OAuth2 says (invalid_grant).
@@ -151,6 +198,12 @@ def test_every_answer_is_documented_and_true(case: schemathesis.Case, api: Seede
     refusal = _contradiction(case, api)
     if refusal is None:
         case.validate_response(response)
+        return
+    if headers is not None and response.status_code in (403, 404):
+        # The relation is checked before the body is read: a role that may not change the
+        # seeded citizen (or see it) is refused whatever the body says.
+        case.validate_response(response,
+                               excluded_checks=[schemathesis.checks.positive_data_acceptance])
         return
     # Well-formed parameters that contradict each other: refused, which no parameter schema
     # can say; every other check still applies.
