@@ -55,7 +55,7 @@ SELECT id, source, citizen_id, name, value, quality FROM evaluation_queue
 # Every item of the given citizens queued up to `upto` (a citizen's items stay in order).
 TAKE_CITIZENS = _TAKEN.format(chosen="", ids="""
 SELECT id FROM evaluation_queue WHERE citizen_id = ANY(%s) AND id <= %s
- ORDER BY id FOR UPDATE SKIP LOCKED""")
+ ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""")
 CONFIGURATION_VERSION = "SELECT version FROM alert_configuration_version"
 TRY_LEAD = "SELECT pg_try_advisory_lock(%s) AS leading"
 LISTEN_EVALUATION = "LISTEN telecare_evaluation"
@@ -148,9 +148,12 @@ def queued_after(conn: Conn, after: int, limit: int) -> list[QueuedItem]:
         return cur.execute(QUEUED_AFTER, (after, limit)).fetchall()
 
 
-def take_citizens(conn: Conn, citizens: Sequence[UUID], upto: int) -> list[dict[str, Any]]:
-    """Delete and return every item of `citizens` queued up to id `upto` (in queue order)."""
-    return sorted(_rows(conn, TAKE_CITIZENS, (list(citizens), upto)), key=lambda row: row["id"])
+def take_citizens(conn: Conn, citizens: Sequence[UUID], upto: int,
+                  limit: int) -> list[dict[str, Any]]:
+    """Delete and return the oldest `limit` items of `citizens` queued up to id `upto` (in
+    queue order)."""
+    return sorted(_rows(conn, TAKE_CITIZENS, (list(citizens), upto, limit)),
+                  key=lambda row: row["id"])
 
 
 def configuration_version(conn: Conn) -> int:

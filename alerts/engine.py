@@ -48,6 +48,9 @@ WAKE_CHECK_S = 0.5
 MAX_BACKOFF_S = 10.0
 # Queue rows triage looks at per pass (a backlog after an outage is looked at in steps).
 TRIAGE_SCAN_MAX = 5_000
+# Longest a drain runs before the loop looks at the tick: under a load that never lets the
+# queue empty, the time-driven rules and escalation must still run.
+DRAIN_BUDGET_S = 1.0
 
 
 @dataclass
@@ -167,21 +170,28 @@ class AlertEngine:
     def _lead(self, conn: Conn, stop: threading.Event) -> None:
         next_tick = time.monotonic()
         while not stop.is_set():
-            self._drain(conn, stop)
+            emptied = self._drain(conn, stop)
             if time.monotonic() >= next_tick and not stop.is_set():
                 self.tick_once(conn, stop)
                 next_tick = time.monotonic() + self._tick_s
+            if not emptied:
+                continue  # more is queued: no waiting for a notification
             timeout = max(0.0, min(next_tick - time.monotonic(), WAKE_CHECK_S))
             # Notifications that came while we were busy are kept by psycopg and end this
             # wait at once; one per ingest commit, so a burst needs one drain.
             for _ in conn.notifies(timeout=timeout, stop_after=1):
                 break
 
-    def _drain(self, conn: Conn, stop: threading.Event) -> None:
+    def _drain(self, conn: Conn, stop: threading.Event) -> bool:
+        """Triage and drain until the queue is empty (True) or DRAIN_BUDGET_S has passed."""
+        until = time.monotonic() + DRAIN_BUDGET_S
         while not stop.is_set():
             self.triage_once(conn)
             if self.drain_once(conn) == 0:
-                break
+                return True
+            if time.monotonic() >= until:
+                return False
+        return False
 
     # --- one step each (the loop's parts; tests drive them with a clock of their own) ------
 
@@ -203,10 +213,16 @@ class AlertEngine:
             if not seen:
                 return 0
             upto = seen[-1].id
-            configurations = (self._configurations or ConfigurationCache()).configurations(
-                conn, (item.citizen_id for item in seen))
+            cache = self._configurations if self._configurations is not None else (
+                ConfigurationCache())
+            configurations = cache.configurations(conn, (item.citizen_id for item in seen))
             urgent = urgent_citizens(seen, configurations, now)
-            rows = repo.take_citizens(conn, urgent, upto) if urgent else []
+            if len(urgent) > self._batch_citizens:
+                # As many citizens as a batch takes; look again from the next one's item.
+                upto = urgent[self._batch_citizens][1] - 1
+                urgent = urgent[:self._batch_citizens]
+            rows = (repo.take_citizens(conn, [c for c, _ in urgent], upto, self._batch_max)
+                    if urgent else [])
             self._evaluate_taken(conn, rows, now)
         # Only once committed: a rolled-back look is looked at again.
         self._scanned = upto

@@ -34,10 +34,11 @@ def is_urgent(item: QueuedItem, bands: Mapping[str, Threshold]) -> bool:
 
 
 def urgent_citizens(items: Iterable[QueuedItem], configurations: Mapping[UUID, Configuration],
-                    now: datetime) -> list[UUID]:
-    """The citizens with at least one urgent item, in the order their first one was queued."""
+                    now: datetime) -> list[tuple[UUID, int]]:
+    """The citizens with at least one urgent item, with the queue id of their first one, in
+    the order those were queued."""
     bands: dict[UUID, dict[str, Threshold]] = {}
-    urgent: dict[UUID, None] = {}
+    urgent: dict[UUID, int] = {}
     for item in items:
         citizen = item.citizen_id
         if citizen in urgent:
@@ -45,5 +46,5 @@ def urgent_citizens(items: Iterable[QueuedItem], configurations: Mapping[UUID, C
         if citizen not in bands:
             bands[citizen] = configurations[citizen].bands_at(now)
         if is_urgent(item, bands[citizen]):
-            urgent[citizen] = None
-    return list(urgent)
+            urgent[citizen] = item.id
+    return list(urgent.items())

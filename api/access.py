@@ -140,12 +140,15 @@ def alert(conn: Conn, caller: Caller, alert_id: int, now: datetime, *,
     if row is None:
         raise AlertNotFound(f"no alert {alert_id}")
     try:
-        window = citizen(conn, caller, row[0], "alerts", now, change=change)
+        window = citizen(conn, caller, row[0], "alerts", now)
     except CitizenNotFound:
         raise AlertNotFound(f"no alert {alert_id}") from None
     if not window.holds(row[1]):
         _refused(caller, "see", "alerts", row[0])
         raise AlertNotFound(f"no alert {alert_id}")
+    if change and not _may_change(caller):  # only once it is known the caller may see it
+        _refused(caller, "change", "alerts", row[0])
+        raise NotAllowed(f"a {caller.role} may look at this but not change it")
 
 
 def device(conn: Conn, caller: Caller, device_id: str, now: datetime) -> None:

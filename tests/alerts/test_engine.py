@@ -93,7 +93,7 @@ def test_triage_takes_an_urgent_citizen_ahead_of_the_backlog_with_its_earlier_it
     device, citizen = enrolled(dbconn)
     store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=125))
     store(dbconn, bp_rows(device, citizen, clock.now + timedelta(minutes=1), 2, systolic=200))
-    engine = AlertEngine(db, clock, batch_max=4)
+    engine = AlertEngine(db, clock)
     with psycopg.connect(db, autocommit=True) as work:
         # Both of the citizen's readings (three metrics each), the in-band one first.
         assert engine.triage_once(work) == 6
@@ -103,6 +103,38 @@ def test_triage_takes_an_urgent_citizen_ahead_of_the_backlog_with_its_earlier_it
                   backlog_citizen) == 30
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s",
                   citizen) == 0
+
+
+def test_triage_takes_at_most_a_batch_of_citizens_and_looks_again_at_the_rest(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    urgent = []
+    for seq in range(3):
+        device, citizen = enrolled(dbconn)
+        store(dbconn, bp_rows(device, citizen, clock.now, seq + 1, systolic=200))
+        urgent.append(citizen)
+    engine = AlertEngine(db, clock, batch_citizens=2)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.triage_once(work) == 6  # two citizens, three metrics each
+        assert engine.triage_once(work) == 3  # the third, looked at again
+        assert engine.triage_once(work) == 0
+    assert sorted(row[0] for row in _alerts(dbconn)) == sorted(urgent)
+
+
+def test_a_drain_gives_way_to_the_tick_when_the_queue_does_not_empty(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    for seq in range(3):
+        device, citizen = enrolled(dbconn)
+        store(dbconn, bp_rows(device, citizen, clock.now, seq + 1, systolic=125))
+    monkeypatch.setattr(engine_module, "DRAIN_BUDGET_S", 0.0)
+    engine = AlertEngine(db, clock, batch_citizens=1)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine._drain(work, threading.Event()) is False  # one batch, then the tick
+        assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 6
+        monkeypatch.setattr(engine_module, "DRAIN_BUDGET_S", 10.0)
+        assert engine._drain(work, threading.Event()) is True
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
 
 
 def test_a_threshold_set_between_batches_is_applied_to_the_next_batch(
