@@ -21,6 +21,7 @@ from api.routes import (
     care,
     dead_letters,
     devices,
+    fhir,
     health,
     readings,
     relations,
@@ -68,4 +69,5 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
                    alerts.router, care.router, relations.router):
         app.include_router(router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
+    app.include_router(fhir.router, prefix="/v1")
     return app
