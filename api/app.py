@@ -20,6 +20,7 @@ from api.routes import (
     auth,
     care,
     dead_letters,
+    device_credentials,
     devices,
     fhir,
     health,
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
                    alerts.router, care.router, relations.router):
         app.include_router(router, prefix="/v1")
+    app.include_router(device_credentials.router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
     app.include_router(fhir.router, prefix="/v1")
     return app

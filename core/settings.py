@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    # The alert process's broker password (its TELECARE_MQTT_PASSWORD when it runs): only
+    # `telecare broker config` reads it here, to write the account `alerts` into the broker's
+    # password file beside `ingest` (whose password is mqtt_password).
+    mqtt_alerts_password: SecretStr | None = None
     # 5 on Mosquitto; 3.1.1 for brokers that speak nothing newer (embedded fallback).
     mqtt_protocol: str = Field(default="5", pattern="^(5|3.1.1)$")
     # Which broker `telecare demo` embeds when no host is configured.

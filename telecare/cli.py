@@ -1,4 +1,4 @@
-"""`telecare migrate | ingest | alerts | api | users | simulate | demo | schema`."""
+"""`telecare migrate | ingest | alerts | api | users | devices | broker | simulate | demo | schema`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from core.logging import configure_logging
@@ -203,6 +204,90 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_broker_config(settings: Settings, args: argparse.Namespace, conn: Any) -> None:
+    """Write passwd and acl (and a mosquitto.conf) into args.out_dir; SIGHUP the broker if asked."""
+    from telecare import broker
+
+    out = Path(args.out_dir)
+    written = broker.write_auth_files(conn, out, settings,
+                                      broker.parse_owner(getattr(args, "owner", None)))
+    print(f"{out / broker.PASSWD}, {out / broker.ACL}: {written.devices} device(s), services "
+          f"{', '.join(written.services) or 'none'}; {'changed' if written.changed else 'unchanged'}")
+    if not getattr(args, "auth_only", True):
+        certs = Path(args.certs) if args.certs else out / "certs"
+        conf = broker.render_conf(out, tls_port=None if args.no_tls else args.tls_port,
+                                  plain_port=args.plain_port, bind=args.bind or None,
+                                  certs=certs, run_as=args.run_as, settings=settings)
+        (out / "data").mkdir(exist_ok=True)
+        broker.write_atomically(out / broker.CONF, conf, 0o644)
+        print(out / broker.CONF)
+    pid = broker.broker_pid(args.pid, Path(args.pid_file) if args.pid_file else None)
+    if pid is not None:
+        broker.reload_broker(pid)
+        print(f"broker (pid {pid}) reloads its password file and ACL")
+
+
+def cmd_device_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from core.clock import system_clock
+    from core.errors import TelecareError
+    from devices import credentials
+
+    with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
+        try:
+            if args.credentials_command == "list":
+                for credential in credentials.credentials(conn, args.device_id):
+                    state = "in force" if credential.in_force else (
+                        f"revoked {credential.revoked_at:%Y-%m-%dT%H:%M:%S%z} by {credential.revoked_by}")
+                    print(f"{credential.id}\t{credential.issued_at:%Y-%m-%dT%H:%M:%S%z}\t"
+                          f"{credential.issued_by}\t{state}")
+                return 0
+            if args.credentials_command == "revoke":
+                credentials.revoke(conn, args.device_id, "cli", system_clock())
+                print(f"revoked the credentials of {args.device_id}")
+            else:
+                change = credentials.issue if args.credentials_command == "issue" else credentials.rotate
+                issued = change(conn, args.device_id, "cli", system_clock())
+                # Shown once: only its hash is kept.
+                print(f"username: {issued.username}\nsecret: {issued.secret}")
+                print("store the secret on the device now: it is not shown again", file=sys.stderr)
+        except TelecareError as exc:
+            print(f"telecare devices credentials: {exc}", file=sys.stderr)
+            return 2
+        if args.out_dir:
+            _apply_broker_config(settings, args, conn)
+        else:
+            print("the broker admits the change after `telecare broker config DIR --pid-file F`",
+                  file=sys.stderr)
+    return 0
+
+
+def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    if args.watch:
+        from telecare import broker
+
+        broker.watch(settings, Path(args.out_dir), args.watch, args.pid,
+                     Path(args.pid_file) if args.pid_file else None, _stop_on_signals(),
+                     broker.parse_owner(args.owner))
+        return 0
+    with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
+        _apply_broker_config(settings, args, conn)
+    return 0
+
+
+def cmd_broker_certs(_settings: Settings, args: argparse.Namespace) -> int:
+    from core.clock import system_clock
+    from telecare.certs import make_certs
+
+    issued = make_certs(Path(args.out_dir), tuple(args.names), system_clock())
+    print(f"{'created' if issued.ca_created else 'kept'} CA {issued.ca}")
+    print(f"issued {issued.server} for {', '.join(issued.names)}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -265,6 +350,54 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("kinds", nargs="+", choices=["readings", "alerts", "devices", "care"])
     proxy.add_argument("--from", dest="start", type=_aware_time, default=None)
     proxy.add_argument("--to", dest="end", type=_aware_time, default=None)
+
+    reload_args = argparse.ArgumentParser(add_help=False)
+    reload_args.add_argument("--pid", type=int, default=None,
+                             help="send this broker process SIGHUP after writing")
+    reload_args.add_argument("--pid-file", default=None,
+                             help="send the broker whose pid this file holds SIGHUP after writing")
+
+    devices = sub.add_parser("devices", help="the device registry")
+    devices_sub = devices.add_subparsers(dest="devices_command", required=True)
+    device_credentials = devices_sub.add_parser(
+        "credentials", help="a device's broker credentials: issue, rotate, revoke, list")
+    device_credentials.set_defaults(run=cmd_device_credentials)
+    credentials_sub = device_credentials.add_subparsers(dest="credentials_command", required=True)
+    for name, text in (("issue", "a new secret for a device without one (shown once)"),
+                       ("rotate", "a new secret (shown once); the old one is revoked at once"),
+                       ("revoke", "the device can no longer log in (after the broker reloads)")):
+        change = credentials_sub.add_parser(name, help=text, parents=[reload_args])
+        change.add_argument("device_id")
+        change.add_argument("--broker-config", dest="out_dir", default=None,
+                            help="then write passwd and acl into this directory")
+    credentials_sub.add_parser("list", help="the device's credentials, newest first"
+                               ).add_argument("device_id")
+
+    broker_cmd = sub.add_parser("broker", help="the broker's password file, ACL and certificates")
+    broker_sub = broker_cmd.add_subparsers(dest="broker_command", required=True)
+    config = broker_sub.add_parser("config", parents=[reload_args],
+                                   help="write passwd, acl and mosquitto.conf from the registry")
+    config.add_argument("out_dir")
+    config.add_argument("--auth-only", action="store_true",
+                        help="passwd and acl only (compose.yaml: deploy/mosquitto.conf reads them)")
+    config.add_argument("--tls-port", type=int, default=8883)
+    config.add_argument("--no-tls", action="store_true", help="no TLS listener")
+    config.add_argument("--certs", default=None, help="ca.crt, server.crt, server.key "
+                        "(default OUT_DIR/certs; `telecare broker certs` makes them)")
+    config.add_argument("--plain-port", type=int, default=1883)
+    config.add_argument("--bind", default="127.0.0.1", help="listen on this address only "
+                        "('' for every interface)")
+    config.add_argument("--run-as", default=None, help="the user Mosquitto drops to")
+    config.add_argument("--owner", default=None, metavar="UID:GID",
+                        help="give passwd and acl to the broker's user (compose: 1883:1883)")
+    config.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                        help="write passwd and acl again every SECONDS, reloading on a change")
+    config.set_defaults(run=cmd_broker_config)
+    certs = broker_sub.add_parser("certs", help="a local CA and a broker server certificate "
+                                  "for a test setup")
+    certs.add_argument("out_dir")
+    certs.add_argument("names", nargs="*", help="more host names or addresses devices use")
+    certs.set_defaults(run=cmd_broker_certs)
 
     fleet_args = argparse.ArgumentParser(add_help=False)
     fleet_args.add_argument("--citizens", type=int, default=20)

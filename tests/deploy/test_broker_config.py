@@ -1,6 +1,8 @@
-"""The production broker configuration on the real Mosquitto binary: deploy/mosquitto.conf and
-deploy/acl started with only ports and paths substituted, with certificates from
-scripts/make-certs and a password file made here (per-device credentials are a later issue)."""
+"""The production broker configuration on the real Mosquitto binary: deploy/mosquitto.conf
+started with only ports and paths substituted, the ACL as `telecare broker config` writes it
+(telecare/broker.py) for the devices dev-A and dev-B and the service accounts, certificates from
+scripts/make-certs and a password file made here with mosquitto_passwd (the registry's side of
+device credentials is tested in test_broker_acl.py)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.wire import MAX_PAYLOAD_BYTES
+from telecare.broker import render_acl
 from telecare.embedded import free_port
 from tests.deploy import mosquitto_conf
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "scripts" / "make-certs"
-ACL = REPO / "deploy" / "acl"
 PASSWORDS = {"ingest": "ingest-secret", "alerts": "alerts-secret", "dev-A": "dev-a-secret",
              "dev-B": "dev-b-secret"}
 WAIT_S = 10.0
@@ -54,6 +56,7 @@ def production_config(text: str, *, tls_port: int, plain_port: int, config_dir: 
         (r"^listener 1883$", f"listener {plain_port} 127.0.0.1"),
         (r"^persistence_location /mosquitto/data/$", f"persistence_location {data_dir}/"),
         (r" /mosquitto/config/", f" {config_dir}/"),
+        (r" /mosquitto/auth/", f" {config_dir}/"),
     ]
     if autosave_interval is not None:
         substitutions.append((r"^autosave_interval \d+$", f"autosave_interval {autosave_interval}"))
@@ -84,7 +87,8 @@ class Broker:
         config, data = root / "config", root / "data"
         shutil.copytree(certs, config / "certs")
         shutil.copy(passwd, config / "passwd")
-        shutil.copy(ACL, config / "acl")
+        (config / "acl").write_text(render_acl(["dev-A", "dev-B"], ["ingest", "alerts"],
+                                               root="telecare", share_group="ingest"))
         data.mkdir()
         self.ca = config / "certs" / "ca.crt"
         self.database = data / "mosquitto.db"

@@ -15,6 +15,7 @@ import yaml
 
 from core.settings import Settings
 from ingest.wire import MAX_PAYLOAD_BYTES
+from telecare.broker import render_acl
 from tests.deploy import mosquitto_conf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,5 +198,27 @@ def test_two_alert_engines_run_with_their_own_broker_account(compose: dict[str, 
     for name, service in engines.items():
         assert service["environment"]["TELECARE_MQTT_USERNAME"] == "alerts", name
         assert "ports" not in service, name
-    acl = (REPO / "deploy" / "acl").read_text()
-    assert "user alerts\ntopic write telecare/v1/+/commands" in acl
+    acl = render_acl([], ["ingest", "alerts"], root="telecare", share_group="ingest")
+    assert "user alerts\ntopic write telecare/v1/+/commands\n" in acl
+
+
+def test_the_broker_reads_the_password_file_and_acl_written_from_the_registry(
+        compose: dict[str, Any]) -> None:
+    conf = mosquitto_conf.load().options
+    assert conf["password_file"] == "/mosquitto/auth/passwd"
+    assert conf["acl_file"] == "/mosquitto/auth/acl"
+    broker = services(compose)["mosquitto"]
+    assert "broker-auth:/mosquitto/auth:ro" in broker["volumes"]
+    assert broker["depends_on"]["broker-auth"]["condition"] == "service_completed_successfully"
+    once, watch = services(compose)["broker-auth"], services(compose)["broker-auth-watch"]
+    for service in (once, watch):
+        assert service["command"][:4] == ["broker", "config", "/mosquitto/auth", "--auth-only"]
+        assert "broker-auth:/mosquitto/auth" in service["volumes"]
+        assert {"TELECARE_MQTT_PASSWORD", "TELECARE_MQTT_ALERTS_PASSWORD"} <= service["environment"].keys()
+        assert service["networks"] == ["internal"] and "ports" not in service
+    # SIGHUP to Mosquitto, process 1 of the namespace the watcher shares with it.
+    assert watch["pid"] == "service:mosquitto"
+    assert watch["command"][-4:] == ["--watch", "5", "--pid", "1"]
+    assert "pid" not in once
+    # The API never connects to the broker: it holds no broker password.
+    assert not {k for k in services(compose)["api"]["environment"] if k.startswith("TELECARE_MQTT")}
