@@ -24,6 +24,7 @@ from api.routes import (
     devices,
     fhir,
     health,
+    pilots,
     readings,
     relations,
 )
@@ -31,6 +32,7 @@ from core.clock import Clock, system_clock
 from core.db import open_pool
 from core.migrations import load_migrations
 from core.settings import Settings
+from pilots.pseudonyms import key_of
 
 
 class TelecareAPI(FastAPI):
@@ -64,6 +66,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     app.state.token_policy = TokenPolicy(
         key=signing_key(settings), access_ttl=timedelta(seconds=settings.access_token_ttl_s),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
+    app.state.pseudonym_key = key_of(settings)  # None: the pilot aggregates answer 503
     problems.install(app)
     app.include_router(health.router)
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
@@ -71,5 +74,6 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
         app.include_router(router, prefix="/v1")
     app.include_router(device_credentials.router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
+    app.include_router(pilots.router, prefix="/v1")
     app.include_router(fhir.router, prefix="/v1")
     return app

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     auth_required: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=3600)
     refresh_token_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    # Pilots (pilots/pseudonyms.py): the key of the pseudonyms project leads see, at least 32
+    # characters, kept apart from the database (here or in a file of its own). Unset, the
+    # aggregates answer 503: a key made up per process would give each process other pseudonyms.
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: str | None = None
 
     batch_max: int = Field(default=500, ge=1)
     batch_wait_ms: int = Field(default=10, ge=0)

@@ -240,6 +240,13 @@ def _contradiction(case: schemathesis.Case, seeded: Seeded) -> str | None:
         return None
     if case.operation.path == WEBHOOKS and points_inside(str(body.get("url", ""))):
         return "invalid_webhook"  # this machine or link-local: no pattern can say so
+    if case.operation.path == "/v1/pilots" and body.get("ends_at") is not None:
+        try:
+            start = _time(body["starts_at"]) if body.get("starts_at") is not None else NOW
+            if _time(body["ends_at"]) <= start:
+                return "invalid_pilot"
+        except (ValueError, OverflowError):
+            return None
     if params.get("citizen_id") == str(seeded.citizen_id):
         return _citizen_contradiction(case.operation.path, params, body)
     if case.operation.path == POLICY and params.get("team_id") == str(seeded.team_id):
