@@ -32,8 +32,9 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from alerts.errors import AlertNotFound, TeamNotFound
+from api import audit
 from api.auth.errors import NotAllowed
-from api.deps import LOCAL_OPERATOR, Caller, CallerDep, DbDep, NowDep
+from api.deps import Caller, CallerDep, DbDep, NowDep
 from core.clock import FAR_FUTURE, FAR_PAST
 from devices.errors import CitizenNotFound, DeviceNotFound
 
@@ -101,7 +102,7 @@ EVERYTHING = Window(FAR_PAST, FAR_FUTURE)
 
 
 def _sees_everything(caller: Caller) -> bool:
-    return caller is LOCAL_OPERATOR
+    return caller.is_local_operator
 
 
 def visible(caller: Caller, kind: Kind, now: datetime) -> tuple[sql.Composable, dict[str, Any]]:
@@ -115,10 +116,20 @@ def visible(caller: Caller, kind: Kind, now: datetime) -> tuple[sql.Composable, 
 
 
 def citizen(conn: Conn, caller: Caller, citizen_id: UUID, kind: Kind, now: datetime, *,
-            change: bool = False) -> Window:
+            change: bool = False, export: bool = False) -> Window:
     """What the caller may see of the citizen's `kind` of data; CitizenNotFound when nothing
     (also when the citizen does not exist), NotAllowed when `change` and the caller may only
-    look."""
+    look. The look is recorded (api/audit.py) as a read, a change or an export."""
+    window = _window(conn, caller, citizen_id, kind, now)
+    if change and not _may_change(caller):
+        _refused(caller, "change", kind, citizen_id)
+        raise NotAllowed(f"a {caller.role} may look at this but not change it")
+    action: audit.Action = "change" if change else "export" if export else "read"
+    audit.record(conn, caller, action, kind, [citizen_id], now)
+    return window
+
+
+def _window(conn: Conn, caller: Caller, citizen_id: UUID, kind: Kind, now: datetime) -> Window:
     relation, params = visible(caller, kind, now)
     query = sql.SQL("SELECT since, until FROM ({relation}) v WHERE v.citizen_id = %(citizen)s"
                     ).format(relation=relation)
@@ -126,9 +137,6 @@ def citizen(conn: Conn, caller: Caller, citizen_id: UUID, kind: Kind, now: datet
     if row is None:
         _refused(caller, "see", kind, citizen_id)
         raise CitizenNotFound(f"no citizen {citizen_id}")
-    if change and not _may_change(caller):
-        _refused(caller, "change", kind, citizen_id)
-        raise NotAllowed(f"a {caller.role} may look at this but not change it")
     return Window(row[0], row[1])
 
 
@@ -140,7 +148,7 @@ def alert(conn: Conn, caller: Caller, alert_id: int, now: datetime, *,
     if row is None:
         raise AlertNotFound(f"no alert {alert_id}")
     try:
-        window = citizen(conn, caller, row[0], "alerts", now)
+        window = _window(conn, caller, row[0], "alerts", now)
     except CitizenNotFound:
         raise AlertNotFound(f"no alert {alert_id}") from None
     if not window.holds(row[1]):
@@ -149,6 +157,7 @@ def alert(conn: Conn, caller: Caller, alert_id: int, now: datetime, *,
     if change and not _may_change(caller):  # only once it is known the caller may see it
         _refused(caller, "change", "alerts", row[0])
         raise NotAllowed(f"a {caller.role} may look at this but not change it")
+    audit.record(conn, caller, "change" if change else "read", "alerts", [row[0]], now)
 
 
 def device(conn: Conn, caller: Caller, device_id: str, now: datetime) -> None:
@@ -163,6 +172,30 @@ def device(conn: Conn, caller: Caller, device_id: str, now: datetime) -> None:
         citizen(conn, caller, holder[0], "devices", now)
     except CitizenNotFound:
         raise DeviceNotFound(f"no device {device_id!r}") from None
+
+
+def audit_trail(conn: Conn, caller: Caller, citizen_id: UUID, now: datetime) -> bool:
+    """CitizenNotFound unless the caller is the citizen or an administrator: the record of who
+    looked at a citizen's data is theirs, not their relatives' or nurses'. True when the caller
+    may see who looked (administrators), False when only when, in which role and why."""
+    if caller.role != "citizen" and not administers(caller):
+        _refused(caller, "see", "audit", citizen_id)
+        raise CitizenNotFound(f"no citizen {citizen_id}")
+    _window(conn, caller, citizen_id, "readings", now)  # a citizen: only themselves
+    audit.record(conn, caller, "read", "audit", [citizen_id], now)
+    return administers(caller)
+
+
+def archive(conn: Conn, caller: Caller, citizen_id: UUID, now: datetime) -> bool:
+    """CitizenNotFound unless the caller is the citizen or an administrator: the archive of
+    everything held about a citizen is theirs (api/citizen_export.py). Recorded as an export.
+    True when the caller may see who looked (administrators), as for `audit_trail`."""
+    if caller.role != "citizen" and not administers(caller):
+        _refused(caller, "export", "archive", citizen_id)
+        raise CitizenNotFound(f"no citizen {citizen_id}")
+    _window(conn, caller, citizen_id, "readings", now)  # a citizen: only themselves
+    audit.record(conn, caller, "export", "archive", [citizen_id], now)
+    return administers(caller)
 
 
 def visible_teams(caller: Caller) -> tuple[sql.Composable, dict[str, Any]]:

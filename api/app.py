@@ -17,6 +17,7 @@ from api.deps import current_caller
 from api.routes import (
     alert_stream,
     alerts,
+    audit,
     auth,
     care,
     dead_letters,
@@ -26,7 +27,9 @@ from api.routes import (
     health,
     pilots,
     readings,
+    registry,
     relations,
+    users,
 )
 from core.clock import Clock, system_clock
 from core.db import open_pool
@@ -51,7 +54,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = pool is None
-        app.state.pool = pool or open_pool(settings.database_dsn())
+        app.state.pool = pool or open_pool(settings.for_process("api").database_dsn())
         app.state.clock = clock
         app.state.migrations_expected = len(load_migrations())  # read once, not per probe
         try:
@@ -70,10 +73,11 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     problems.install(app)
     app.include_router(health.router)
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
-                   alerts.router, care.router, relations.router):
+                   alerts.router, care.router, relations.router, audit.router, registry.router,
+                   users.router):
         app.include_router(router, prefix="/v1")
     app.include_router(device_credentials.router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")
-    app.include_router(pilots.router, prefix="/v1")
     app.include_router(fhir.router, prefix="/v1")
+    app.include_router(pilots.router, prefix="/v1")
     return app

@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from alerts.errors import AlertConflict, AlertNotFound, InvalidThresholds
+from api.audit import AuditUnavailable
 from api.auth.errors import NotAllowed, NotSignedIn, SignInBlocked, SignInBusy, SignInRefused
 from api.schemas import Problem
 from core.errors import Conflict, InvalidInput, NotFound, TelecareError
@@ -36,6 +37,7 @@ STATUS_BY_ERROR: dict[type[TelecareError], int] = {
     SignInRefused: 400,  # OAuth2's invalid_grant
     SignInBlocked: 429,
     SignInBusy: 503,
+    AuditUnavailable: 503,
 }
 PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
@@ -59,7 +61,9 @@ _MEANING: dict[int, str] = {
          "the form of one is wrong.",
     500: "An unexpected error; it has been logged. Nothing a client sends should cause it.",
     503: "The database is unavailable (try again after Retry-After seconds), or, for /ready, "
-         "migrations are pending; at sign-in, too many sign-ins at once (`sign_in_busy`).",
+         "migrations are pending; at sign-in, too many sign-ins at once (`sign_in_busy`); "
+         "or the audit record of a look could not be written (`audit_unavailable`), so nothing "
+         "is shown.",
 }
 
 

@@ -10,6 +10,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from api.params import TIME_PATTERN, parse_time
+from devices.catalogue import DeviceKind
+from devices.models import DEVICE_ID_PATTERN
 
 
 class _Public(BaseModel):
@@ -576,3 +578,84 @@ class ProxyPublic(_Public):
     granted_by: str
     granted_at: datetime
     revoked_at: datetime | None
+
+
+class AuditEntryPublic(_Public):
+    """One look at or change of a citizen's data. A citizen reading their own record sees
+    when, in which role, what and why; who (user, route) only an administrator sees."""
+
+    id: int
+    at: datetime
+    role: str
+    action: Literal["read", "search", "export", "change"]
+    what: str
+    purpose: str
+    citizen_id: UUID | None
+    user_id: UUID | None = None
+    username: str | None = None
+    route: str | None = None
+
+
+Condition = Annotated[str, Field(pattern="^[a-z][a-z0-9_]{0,39}$")]
+
+
+class CitizenPublic(_Public):
+    """A citizen's record: the identity is shown only to those who may see the citizen."""
+
+    id: UUID
+    display_name: str
+    conditions: list[str]
+    care_team_id: UUID | None
+    created_at: datetime
+    discharged_at: datetime | None
+
+
+class CitizenCreate(_Request):
+    display_name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+    conditions: Annotated[list[Condition], Field(max_length=20)] = []
+    care_team_id: UUID | None = None
+
+
+class CitizenDischarge(_Request):
+    at: OptionalStoredTime = Field(default=None, description="default: now")
+
+
+class DeviceCreate(_Request):
+    id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+    kind: DeviceKind
+    model: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
+    serial: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
+
+
+class DeviceHolderSet(_Request):
+    citizen_id: UUID
+    valid_from: OptionalStoredTime = Field(default=None, description="default: now")
+
+
+RoleName = Literal["administrator", "nurse", "project_lead", "citizen", "relative", "service"]
+
+
+class UserPublic(_Public):
+    id: UUID
+    username: str
+    display_name: str
+    role: RoleName
+    created_at: datetime
+    disabled_at: datetime | None
+    blocked: bool = Field(description="failed sign-ins hold the next one up now")
+
+
+class UserCreate(_Request):
+    username: Username
+    display_name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+    role: RoleName
+    password: Annotated[str, Field(min_length=12, max_length=1024, pattern=NO_NUL)]
+
+
+class PasswordSet(_Request):
+    password: Annotated[str, Field(min_length=12, max_length=1024, pattern=NO_NUL)]
+
+
+class UserCitizenLink(_Request):
+    citizen_id: UUID
+

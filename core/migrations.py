@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from core import locks
+from core.roles import apply_privileges
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def migrate(dsn: str, *, storage: str = "auto", directory: Path | None = None) -
                     conn.execute(_RECORD, (migration.version, migration.name, migration.sha256))
                 log.info("applied migration %s", migration.name)
                 applied_now.append(migration.name)
+            apply_privileges(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (locks.MIGRATIONS,))
     return applied_now

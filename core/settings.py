@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.roles import Process, process_dsn
+
 
 class Settings(BaseSettings):
     """Telecare configuration; build it once in the entry point and pass it down."""
@@ -13,6 +15,10 @@ class Settings(BaseSettings):
 
     # Empty means "not configured": `telecare demo` then starts embedded servers.
     database_url: SecretStr | None = None
+    # Each process (API, ingest, alerts) switches to its own database role when it connects
+    # (core/roles.py). Off only where each process already logs in as its role's member and the
+    # login cannot switch.
+    database_roles: bool = True
     # auto: TimescaleDB when the extension is available, else native partitioning.
     storage: str = Field(default="auto", pattern="^(auto|timescaledb|postgres)$")
 
@@ -90,3 +96,10 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise RuntimeError("TELECARE_DATABASE_URL is not set")
         return self.database_url.get_secret_value()
+
+    def for_process(self, process: Process) -> Settings:
+        """These settings with the database URL of `process`: its role, unless roles are off."""
+        if not self.database_roles or self.database_url is None:
+            return self
+        dsn = process_dsn(self.database_dsn(), process)
+        return self.model_copy(update={"database_url": SecretStr(dsn)})

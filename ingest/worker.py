@@ -143,6 +143,7 @@ class IngestWorker:
     """One ingest worker; run several with the same share group to spread the load."""
 
     def __init__(self, settings: Settings) -> None:
+        settings = settings.for_process("ingest")
         self._settings = settings
         self._limits = Limits(
             topic_root=settings.topic_root,
@@ -165,8 +166,11 @@ class IngestWorker:
         self._ack_lock = threading.Lock()
         self._session = 0
         self._live = False
-        self._deferring = 0  # the session in which a QoS > 0 delivery was left un-acked
-        self._shedding = 0  # the session in which a QoS 0 delivery was shed (logged once)
+        # The session in which a QoS > 0 delivery was left un-acked, and the one in which a
+        # QoS 0 delivery was shed (logged once); sessions count from 1, so none before the
+        # first connection (else a slow CONNACK would look like deferring and reconnect).
+        self._deferring = -1
+        self._shedding = -1
         self._closing = False
         self._stop_deadline = 0.0
         self.subscribed_session = 0

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 def run_alerting(settings: Settings, stop: threading.Event) -> None:
     """Run the engine and the senders until `stop` is set; each stop is bounded in time."""
+    settings = settings.for_process("alerts")
     dsn = settings.database_dsn()
     # Any number of senders may run (they claim rows with SKIP LOCKED), so the standby runs
     # them too: a delivery never waits for a leadership change.

@@ -16,6 +16,12 @@ class NotAllowed(TelecareError):
     code = "forbidden"
 
 
+class InvalidPurpose(InvalidInput):
+    """A purpose of use the audit log does not know."""
+
+    code = "invalid_purpose"
+
+
 class SignInRefused(TelecareError):
     """Wrong username or password, a disabled user, or a refresh token that is not valid.
     One answer for all, so that it does not tell which."""

@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -31,9 +32,10 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from alerts import delivery_repository as repo
-from api import access
+from api import access, audit
 from api.deps import Caller, CallerDep
 from api.problems import responses
+from core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +182,12 @@ def _hub(request: Request) -> AlertStreamHub:
     return hub
 
 
-def _may_follow(pool: ConnectionPool, caller: Caller, team_id: UUID) -> None:
-    """TeamNotFound unless the caller works in the team (api/access.py)."""
+def _may_follow(pool: ConnectionPool, caller: Caller, team_id: UUID, now: datetime) -> None:
+    """TeamNotFound unless the caller works in the team (api/access.py); the opening is
+    recorded as a search of the team's alerts (which citizens it will carry is not known yet)."""
     with pool.connection() as conn:
         access.team(conn, caller, team_id)
+        audit.searched(conn, caller, "alert_stream", [], now)
 
 
 def _replay_page(pool: ConnectionPool, team_id: UUID, after: int) -> list[dict[str, Any]]:
@@ -244,7 +248,8 @@ async def alert_stream(
     """The team's alert changes as server-sent events: those after Last-Event-ID first (none
     without one), then live."""
     pool: ConnectionPool = request.app.state.pool
-    await run_in_threadpool(_may_follow, pool, caller, team_id)
+    clock: Clock = request.app.state.clock
+    await run_in_threadpool(_may_follow, pool, caller, team_id, clock())
     hub = _hub(request)
     subscriber = await hub.subscribe(team_id)
     last_id = last_event_header if last_event_header is not None else last_event_id

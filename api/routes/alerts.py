@@ -12,7 +12,7 @@ from pydantic import PlainValidator, WithJsonSchema
 
 from alerts import service, triage
 from alerts.errors import AlertNotFound
-from api import access
+from api import access, audit
 from api.deps import CallerDep, DbDep, NowDep
 from api.problems import responses
 from api.schemas import (
@@ -57,6 +57,7 @@ def team_queue(
     team_id: UUID,
     conn: DbDep,
     caller: CallerDep,
+    now: NowDep,
     state: Annotated[list[AlertState], Query(
         description="any of these states; default: open and acknowledged")] = [  # noqa: B006
         "open", "acknowledged"],
@@ -74,6 +75,7 @@ def team_queue(
                                severities=None if not severity else tuple(severity),
                                rule=rule, citizen_id=citizen_id)
     rows, total = triage.team_queue(conn, team_id, where, limit, offset)
+    audit.searched(conn, caller, "alerts", (row["citizen_id"] for row in rows), now)
     return AlertPage(care_team_id=team_id, total=total, limit=limit, offset=offset,
                      alerts=[AlertPublic(**row) for row in rows])
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from api import access
+from api import access, audit
 from api.deps import CallerDep, DbDep, NowDep
 from api.params import DeviceId
 from api.problems import responses
@@ -23,7 +23,9 @@ def list_devices(conn: DbDep, caller: CallerDep, now: NowDep) -> list[DevicePubl
     """The devices the caller may see (administrators: every registered device) with their
     current holder and status."""
     within = None if access.administers(caller) else access.visible(caller, "devices", now)
-    return [DevicePublic(**row) for row in repository.devices_with_status(conn, within=within)]
+    rows = repository.devices_with_status(conn, within=within)
+    audit.searched(conn, caller, "devices", (r["citizen_id"] for r in rows if r["citizen_id"]), now)
+    return [DevicePublic(**row) for row in rows]
 
 
 # A malformed id is 422 like a malformed citizen id, not 404: the client learns that its

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -16,7 +17,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(database, max_size=4)
+    pool = open_pool(process_dsn(database, "api"), max_size=4)
     app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

@@ -25,6 +25,7 @@ from api.auth.errors import InvalidUser, UserConflict
 from api.auth.models import User
 from api.auth.tokens import issue_access_token
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 from devices import repository as devices_repo
 from devices.repository import ReadingRow
@@ -167,7 +168,7 @@ def build(conn: Conn, plan: Plan) -> World:
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(database, max_size=4)
+    pool = open_pool(process_dsn(database, "api"), max_size=4)
     app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
                               auth_required=True), pool=pool, clock=lambda: NOW)
     with TestClient(app, raise_server_exceptions=False) as test_client:
@@ -273,7 +274,16 @@ def test_a_disabled_user_loses_access_at_once_whatever_token_they_hold(
     assert client.get(path, headers=headers).status_code == 200
     conn.execute("UPDATE users SET disabled_at = %s WHERE id = %s",
                  (NOW, world.users["nurse"].id))
-    problem(client.get(path, headers=headers), 404, "citizen_not_found")
+    problem(client.get(path, headers=headers), 401, "not_signed_in")
+
+
+def test_an_administrator_demoted_acts_in_the_new_role_whatever_token_they_hold(
+        conn: Conn, client: TestClient) -> None:
+    admin = _user(conn, "administrator")
+    headers = as_user(admin)
+    assert client.get("/v1/dead-letters", headers=headers).status_code == 200
+    conn.execute("UPDATE users SET role = 'relative' WHERE id = %s", (admin.id,))
+    problem(client.get("/v1/dead-letters", headers=headers), 403, "forbidden")
 
 
 def test_dead_letters_and_new_teams_are_for_administrators(

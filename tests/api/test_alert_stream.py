@@ -27,6 +27,7 @@ from api.app import create_app
 from api.routes.alert_stream import AlertStreamHub
 from core.clock import Clock, system_clock
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 from simulators.fleet import SimDevice
 from telecare.alerting import run_alerting
@@ -56,7 +57,7 @@ def server(database: str) -> Iterator[Server]:
 
 @contextmanager
 def serving(database: str, clock: Clock) -> Iterator[Server]:
-    pool = open_pool(database, max_size=4)
+    pool = open_pool(process_dsn(database, "api"), max_size=4)
     app = create_app(Settings(database_url=database), pool=pool, clock=clock)
     app.state.alert_stream = AlertStreamHub(database, queue_max=2000, heartbeat_s=0.2)
     port = free_port()

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.auth import service
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 from tests.api.conftest import NOW, problem
 from tests.conftest import only_on
@@ -44,7 +45,7 @@ class Clock:
 @contextmanager
 def api(database: str, clock: Callable[[], datetime], **settings: Any) -> Iterator[TestClient]:
     """One API process: its own pool, the shared signing key."""
-    pool = open_pool(database, max_size=2)
+    pool = open_pool(process_dsn(database, "api"), max_size=2)
     app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
                               **settings), pool=pool, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:

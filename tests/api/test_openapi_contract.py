@@ -39,6 +39,7 @@ from api.auth.tokens import issue_access_token
 from api.routes.care import WHAT_IF_DEFAULT, WHAT_IF_LONGEST
 from api.routes.readings import DEFAULT_RANGE, MAX_BUCKETS
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 from devices import service
 from devices.models import Device
@@ -116,7 +117,7 @@ class Seeded:
 def api(database: str) -> Iterator[Seeded]:
     """The app on the session's database, holding a citizen with readings, a device, a dead letter."""
     seeded = _seed(database)
-    pool = open_pool(database, max_size=4)
+    pool = open_pool(process_dsn(database, "api"), max_size=4)
     app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY)), pool=pool,
                      clock=lambda: NOW)
     assert app.openapi() == DOCUMENT_ONLY.openapi()

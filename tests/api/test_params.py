@@ -21,6 +21,7 @@ from api.params import (
     parse_time,
 )
 from core.db import open_pool
+from core.roles import process_dsn
 from core.settings import Settings
 from devices.catalogue import METRICS
 from tests.api.conftest import problem
@@ -189,7 +190,7 @@ def test_ids_and_buckets_parse_exactly_what_their_patterns_allow(
 
 
 def test_a_database_outage_is_a_503_problem_with_retry_after(database: str) -> None:
-    pool = open_pool(database, max_size=1)
+    pool = open_pool(process_dsn(database, "api"), max_size=1)
     app = create_app(Settings(database_url=database), pool=pool)
     with TestClient(app) as client:
         pool.close()  # every request now fails to get a connection, as in an outage

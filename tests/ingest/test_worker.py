@@ -36,6 +36,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
+from core.roles import ROLES
 from core.settings import Settings
 from ingest import pipeline
 from ingest.worker import IngestWorker, Transit
@@ -43,7 +44,7 @@ from tests.conftest import Publisher, count, reading_message, running_worker, wa
 from tests.ingest.test_decode import CORPUS
 
 MakeDevice = Callable[..., tuple[str, UUID]]
-PUBLISH, PUBACK = 3, 4
+CONNACK, PUBLISH, PUBACK = 2, 3, 4
 
 
 # --- the tap: what crosses the wire between worker and broker -------------------------------
@@ -72,8 +73,10 @@ class MqttTap:
     before the PUBACK is passed on, so it sees the state the PUBACK claims."""
 
     def __init__(self, broker: tuple[str, int], *, v5: bool = True,
-                 on_puback: Callable[[Delivered], None] | None = None) -> None:
+                 on_puback: Callable[[Delivered], None] | None = None,
+                 connack_delay_s: float = 0.0) -> None:
         self._broker, self._v5, self._on_puback = broker, v5, on_puback
+        self._connack_delay_s = connack_delay_s  # a slow broker (or network) at connect
         self.connections: list[TapConnection] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
@@ -130,6 +133,8 @@ class MqttTap:
                 return
             buffer += data
             for first, body in _packets(buffer):
+                if from_broker and first >> 4 == CONNACK:
+                    time.sleep(self._connack_delay_s)
                 if from_broker and first >> 4 == PUBLISH:
                     self._delivered(connection, first, body)
                 elif not from_broker and first >> 4 == PUBACK:
@@ -235,13 +240,12 @@ def writer_waits_for_lock(conn: psycopg.Connection[Any]) -> bool:
 
 @pytest.fixture
 def worker_role(conn: psycopg.Connection[Any], database: str) -> Iterator[tuple[str, str]]:
-    """A login role with the privileges a worker needs (not a superuser, so revoking one
-    bites); yields (role, dsn)."""
+    """A login that is a member of ingest's database role only, as in a deployment (not a
+    superuser, so a revoked privilege bites); yields (login, dsn)."""
     role = f"ingest_{uuid.uuid4().hex[:8]}"
     ident = sql.Identifier(role)
-    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
-    conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(ident))
-    conn.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident))
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+        ident, sql.Identifier(ROLES["ingest"])))
     try:
         yield role, make_conninfo(database, user=role)
     finally:
@@ -587,10 +591,11 @@ def _held_until_fixed(conn: psycopg.Connection[Any], settings: Settings, publish
 def test_a_revoked_privilege_holds_the_readings_until_granted_again(
         settings: Settings, publisher: Publisher, conn: psycopg.Connection[Any],
         make_device: MakeDevice, worker_role: tuple[str, str]) -> None:
-    role, dsn = worker_role
+    _, dsn = worker_role
     device, _ = make_device()
-    grant = sql.SQL("GRANT INSERT ON readings TO {}").format(sql.Identifier(role))
-    revoke = sql.SQL("REVOKE INSERT ON readings FROM {}").format(sql.Identifier(role))
+    # In this database only: grants are per database, the role is the cluster's.
+    grant = sql.SQL("GRANT INSERT ON readings TO {}").format(sql.Identifier(ROLES["ingest"]))
+    revoke = sql.SQL("REVOKE INSERT ON readings FROM {}").format(sql.Identifier(ROLES["ingest"]))
     _held_until_fixed(conn, settings.model_copy(update={"database_url": SecretStr(dsn)}), publisher, device,
                       lambda: conn.execute(revoke), lambda: conn.execute(grant))
 
@@ -627,7 +632,9 @@ def test_a_commit_that_fails_is_retried_with_its_last_seen_write(
         "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF NEW.device_id = {} AND nextval({}) <= 2 THEN "
         "RAISE EXCEPTION 'fail at commit' USING ERRCODE = '40001'; END IF; "
-        "RETURN NULL; END $$").format(name, sql.Literal(device), sql.Literal(name.as_string())))
+        # As its owner: the worker's role has no use of the test's sequence.
+        "RETURN NULL; END $$ SECURITY DEFINER").format(name, sql.Literal(device),
+                                                       sql.Literal(name.as_string())))
     conn.execute(sql.SQL("CREATE CONSTRAINT TRIGGER {} AFTER INSERT OR UPDATE ON device_status "
                          "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {}()")
                  .format(name, name))
@@ -669,6 +676,17 @@ def test_each_puback_comes_strictly_after_the_commit_of_its_message(
             wait_for(lambda: tap.pubacks() == 5, what="five PUBACKs")
     assert sorted(seen) == [(seq, 1) for seq in range(1, 6)]  # each committed before its ack
     assert not tap.violations
+
+
+def test_a_slow_connack_is_waited_for_not_answered_with_reconnects(
+        settings: Settings, publisher: Publisher, conn: psycopg.Connection[Any],
+        make_device: MakeDevice) -> None:
+    device, _ = make_device()
+    with tapped(settings, connack_delay_s=0.8) as (tap, via_tap), \
+            running_worker(via_tap) as worker:
+        publisher.publish(device, "readings", reading_message(device, [1]))
+        wait_for(lambda: stored_readings(conn, device) == 3, what="stored")
+        assert worker.counters.reconnects == 0 and len(tap.connections) == 1
 
 
 def test_no_puback_on_a_new_connection_for_a_message_of_the_old_one(
@@ -762,13 +780,14 @@ def events_locked(database: str, _conn: psycopg.Connection[Any], _role: str) -> 
 
 
 @contextmanager
-def events_revoked(_database: str, conn: psycopg.Connection[Any], role: str) -> Iterator[None]:
+def events_revoked(_database: str, conn: psycopg.Connection[Any], _login: str) -> Iterator[None]:
     """Every attempt fails at once: the writer backs off and retries."""
-    conn.execute(sql.SQL("REVOKE INSERT ON device_events FROM {}").format(sql.Identifier(role)))
+    role = sql.Identifier(ROLES["ingest"])
+    conn.execute(sql.SQL("REVOKE INSERT ON device_events FROM {}").format(role))
     try:
         yield
     finally:
-        conn.execute(sql.SQL("GRANT INSERT ON device_events TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT INSERT ON device_events TO {}").format(role))
 
 
 @pytest.mark.parametrize("fault", [events_locked, events_revoked])
