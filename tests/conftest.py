@@ -171,7 +171,8 @@ def settings(database: str, broker: tuple[str, int]) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(database_url=database, mqtt_host=broker[0], mqtt_port=broker[1],
                     topic_root=f"t{tag}", share_group=f"g{tag}",
-                    ingest_client_id=f"ingest-{tag}", session_expiry_s=600)
+                    ingest_client_id=f"ingest-{tag}", session_expiry_s=600,
+                    auth_required=False)
 
 
 def new_device(conn: psycopg.Connection[Any], kind: str = "bp_monitor",

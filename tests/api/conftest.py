@@ -18,7 +18,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
     pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database), pool=pool, clock=lambda: NOW)
+    app = create_app(Settings(database_url=database, auth_required=False), pool=pool, clock=lambda: NOW)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
     pool.close()

@@ -46,8 +46,8 @@ class Clock:
 def api(database: str, clock: Callable[[], datetime], **settings: Any) -> Iterator[TestClient]:
     """One API process: its own pool, the shared signing key."""
     pool = open_pool(process_dsn(database, "api"), max_size=2)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              **settings), pool=pool, clock=clock)
+    app = create_app(Settings(**{"database_url": database, "auth_signing_key": SecretStr(KEY),
+                                 "auth_required": False, **settings}), pool=pool, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
     pool.close()

@@ -17,7 +17,7 @@ NOW = datetime.now(UTC)
 def _ready(dsn: str, now: datetime) -> dict[str, Any]:
     pool = open_pool(dsn, max_size=2)
     try:
-        with TestClient(create_app(Settings(database_url=dsn), pool=pool,
+        with TestClient(create_app(Settings(database_url=dsn, auth_required=False), pool=pool,
                                    clock=lambda: now)) as client:
             response = client.get("/ready")
             assert response.status_code == 200
