@@ -14,12 +14,14 @@ from api import problems
 from api.auth.service import TokenPolicy
 from api.auth.tokens import signing_key
 from api.deps import current_caller
+from api.erasure import Retention
 from api.routes import (
     alert_stream,
     alerts,
     audit,
     auth,
     care,
+    citizen_rights,
     dead_letters,
     device_credentials,
     devices,
@@ -70,6 +72,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
         key=signing_key(settings), access_ttl=timedelta(seconds=settings.access_token_ttl_s),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
     app.state.pseudonym_key = key_of(settings)  # None: the pilot aggregates answer 503
+    app.state.retention = Retention.of(settings)  # the erasure plan's (api/erasure.py)
     problems.install(app)
     app.include_router(health.router)
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
@@ -80,4 +83,5 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     app.include_router(alert_stream.router, prefix="/v1")
     app.include_router(fhir.router, prefix="/v1")
     app.include_router(pilots.router, prefix="/v1")
+    app.include_router(citizen_rights.router, prefix="/v1")
     return app

@@ -659,3 +659,40 @@ class PasswordSet(_Request):
 class UserCitizenLink(_Request):
     citizen_id: UUID
 
+
+class ErasureKind(_Public):
+    """One kind of a citizen's data in an erasure: how many rows go, how many stay and why."""
+
+    delete: int = Field(description="rows past their retention: deleted (a dry run: would be)")
+    keep: int = Field(description="rows within their retention: kept")
+    retention_days: int | None = Field(description="the retention of this kind; null: derived "
+                                       "data, always erased")
+    counted_from: str
+    rule: str = Field(description="the rule the retention follows")
+    reason: str = Field(description="why the kept rows are kept")
+    next_may_go: datetime | None = Field(description="when the first kept row may go")
+    all_may_go: datetime | None = Field(description="when the last kept row may go")
+
+
+class ErasureProcessing(_Public):
+    """What an erasure stops (a dry run: would stop)."""
+
+    devices_taken_back: list[str]
+    plans_ended: int = Field(description="plans in force, ended now (one not yet begun is "
+                             "deleted: kinds.plans)")
+    proxies_revoked: int
+    pilot_enrolments_ended: int
+    user_disabled: str | None = Field(description="the citizen's own user, disabled")
+
+
+class ErasureReport(_Public):
+    """An erasure of a citizen within the retention rules (docs/access.md, Citizen rights)."""
+
+    citizen_id: UUID
+    at: datetime
+    dry_run: bool
+    last_entry: datetime | None = Field(description="the newest entry in the care record")
+    kinds: dict[str, ErasureKind]
+    processing: ErasureProcessing
+    identity_kept: bool
+    identity: str

@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     max_clock_ahead_s: int = Field(default=300, ge=0)
     # Dead letters keep whole payloads (up to max_payload_bytes): kept this long, then purged.
     dead_letter_retention_days: int = Field(default=30, ge=1)
+    # Citizen rights (api/erasure.py, docs/access.md): how long an erasure keeps each kind of a
+    # citizen's data. The care record follows the rule for patient records, at least 10 years
+    # after the last entry (autorisationsloven § 25; 3653 days are 10 years, leap days
+    # included); counted from the last entry in the citizen's record unless from_last_entry is
+    # off (then from each row's own time). The log of look-ups and the proxies behind them: 5
+    # years (1827 days).
+    retention_readings_days: int = Field(default=3653, ge=0)
+    retention_events_days: int = Field(default=3653, ge=0)
+    retention_devices_days: int = Field(default=3653, ge=0)
+    retention_alerts_days: int = Field(default=3653, ge=0)
+    retention_care_days: int = Field(default=3653, ge=0)
+    retention_proxies_days: int = Field(default=1827, ge=0)
+    retention_audit_days: int = Field(default=1827, ge=0)
+    retention_from_last_entry: bool = True
 
     # `telecare alerts`: how often the time-driven rules, escalation and the release of held
     # alerts run; how many queued items, and of how many citizens, one evaluation transaction

@@ -1,4 +1,5 @@
-"""`telecare migrate | ingest | alerts | api | users | devices | broker | simulate | demo | schema`."""
+"""`telecare migrate | ingest | alerts | api | users | citizens | devices | broker | simulate | demo |
+schema`."""
 
 from __future__ import annotations
 
@@ -227,6 +228,25 @@ def _apply_broker_config(settings: Settings, args: argparse.Namespace, conn: Any
         print(f"broker (pid {pid}) reloads its password file and ACL")
 
 
+def cmd_citizens_erase(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from api.erasure import Retention
+    from core.clock import system_clock
+    from core.errors import TelecareError
+    from telecare.erasure import erase
+
+    with psycopg.connect(settings.database_dsn()) as conn:  # the owner: it deletes readings
+        try:
+            report = erase(conn, args.citizen_id, Retention.of(settings), system_clock(),
+                           dry_run=args.dry_run)
+        except TelecareError as exc:
+            print(f"telecare citizens erase: {exc}", file=sys.stderr)
+            return 2
+    print(report.model_dump_json(indent=2))
+    return 0
+
+
 def cmd_device_credentials(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
@@ -350,6 +370,16 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("kinds", nargs="+", choices=["readings", "alerts", "devices", "care"])
     proxy.add_argument("--from", dest="start", type=_aware_time, default=None)
     proxy.add_argument("--to", dest="end", type=_aware_time, default=None)
+
+    citizens = sub.add_parser("citizens", help="citizen rights")
+    citizens_sub = citizens.add_subparsers(dest="citizens_command", required=True)
+    erase_cmd = citizens_sub.add_parser(
+        "erase", help="erase a citizen within the retention rules (TELECARE_RETENTION_*): "
+        "stop processing, delete what is past its retention, print the report (JSON)")
+    erase_cmd.add_argument("citizen_id", type=UUID)
+    erase_cmd.add_argument("--dry-run", action="store_true",
+                           help="only the report: what would be deleted and kept; no change")
+    erase_cmd.set_defaults(run=cmd_citizens_erase)
 
     reload_args = argparse.ArgumentParser(add_help=False)
     reload_args.add_argument("--pid", type=int, default=None,
