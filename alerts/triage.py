@@ -11,9 +11,13 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
 Conn = psycopg.Connection[Any]
+Query = str | sql.Composed
+# A subquery of citizen ids and its parameters (api/access.py `visible`).
+Within = tuple[sql.Composable, dict[str, Any]]
 
 # How far either side of an alert's findings its readings are shown.
 READINGS_AROUND = timedelta(hours=24)
@@ -41,6 +45,7 @@ SELECT {_ALERT_COLUMNS}, count(*) OVER () AS total
    AND (%(severities)s::text[] IS NULL OR a.severity = ANY(%(severities)s))
    AND (%(rule)s::text IS NULL OR a.rule = %(rule)s)
    AND (%(citizen_id)s::uuid IS NULL OR a.citizen_id = %(citizen_id)s)
+   AND {{within}}
  ORDER BY (a.severity = 'red') DESC, a.opened_at, a.id
  LIMIT %(limit)s OFFSET %(offset)s"""  # noqa: S608 - the columns are a constant
 TEAM_QUEUE_TOTAL = """
@@ -50,7 +55,8 @@ SELECT count(*)
    AND a.state = ANY(%(states)s)
    AND (%(severities)s::text[] IS NULL OR a.severity = ANY(%(severities)s))
    AND (%(rule)s::text IS NULL OR a.rule = %(rule)s)
-   AND (%(citizen_id)s::uuid IS NULL OR a.citizen_id = %(citizen_id)s)"""
+   AND (%(citizen_id)s::uuid IS NULL OR a.citizen_id = %(citizen_id)s)
+   AND {within}"""
 ALERT = f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE a.id = %(alert_id)s"  # noqa: S608
 ALERT_EXISTS = "SELECT 1 FROM alerts WHERE id = %(alert_id)s"
 FINDINGS = """
@@ -84,13 +90,13 @@ class QueueFilter:
     citizen_id: UUID | None = None
 
 
-def _scalar(conn: Conn, query: str, params: dict[str, Any]) -> Any:
+def _scalar(conn: Conn, query: Query, params: dict[str, Any]) -> Any:
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(query, params).fetchone()
     return None if row is None else row[0]
 
 
-def _rows(conn: Conn, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(conn: Conn, query: Query, params: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
 
@@ -102,18 +108,24 @@ def alert_exists(conn: Conn, alert_id: int) -> bool:
     return _scalar(conn, ALERT_EXISTS, {"alert_id": alert_id}) is not None
 
 
-def team_queue(conn: Conn, team_id: UUID, where: QueueFilter, limit: int,
-               offset: int) -> tuple[list[dict[str, Any]], int]:
-    """One page of a team's alerts, red before yellow then oldest first, and how many match."""
-    params = {"team_id": team_id, "states": list(where.states),
-              "severities": None if where.severities is None else list(where.severities),
-              "rule": where.rule, "citizen_id": where.citizen_id,
-              "limit": limit, "offset": offset}
-    rows = _rows(conn, TEAM_QUEUE, params)
+def team_queue(conn: Conn, team_id: UUID, where: QueueFilter, limit: int, offset: int,
+               within: Within | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One page of a team's alerts, red before yellow then oldest first, and how many match;
+    with `within` (a subquery of citizen_id and its parameters), only its citizens' alerts (a
+    citizen who left the team takes their history out of its queue)."""
+    params: dict[str, Any] = {
+        "team_id": team_id, "states": list(where.states),
+        "severities": None if where.severities is None else list(where.severities),
+        "rule": where.rule, "citizen_id": where.citizen_id, "limit": limit, "offset": offset}
+    condition: sql.Composable = sql.SQL("true")
+    if within is not None:
+        condition = sql.SQL("a.citizen_id IN (SELECT v.citizen_id FROM ({}) v)").format(within[0])
+        params.update(within[1])
+    rows = _rows(conn, sql.SQL(TEAM_QUEUE).format(within=condition), params)
     if rows:
         total = int(rows[0]["total"])
     else:  # past the last page the window count is gone with the rows
-        total = int(_scalar(conn, TEAM_QUEUE_TOTAL, params))
+        total = int(_scalar(conn, sql.SQL(TEAM_QUEUE_TOTAL).format(within=condition), params))
     for row in rows:
         del row["total"]
     return rows, total

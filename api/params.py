@@ -27,10 +27,12 @@ _MONTH = "0[1-9]|1[0-2]"
 _DAY = "0[1-9]|[12][0-9]|3[01]"
 _HOUR = "[01][0-9]|2[0-3]"
 _SIXTY = "[0-5][0-9]"
+# PostgreSQL takes UTC offsets up to 15:59 (a +16:00 in a query parameter is its error, a 500).
+_OFFSET_HOUR = "0[0-9]|1[0-5]"
 _TIME_BODY = (
     f"(?P<year>{_YEAR})-(?P<month>{_MONTH})-(?P<day>{_DAY})[Tt]"
     f"(?P<hour>{_HOUR}):(?P<minute>{_SIXTY}):(?P<second>{_SIXTY})(?:\\.(?P<fraction>[0-9]{{1,9}}))?"
-    f"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hour>{_HOUR}):(?P<off_minute>{_SIXTY}))"
+    f"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hour>{_OFFSET_HOUR}):(?P<off_minute>{_SIXTY}))"
 )
 _TIME = re.compile(_TIME_BODY)
 # The document's copy, in the ECMA-262 dialect JSON Schema uses: anchored, no named groups.

@@ -70,7 +70,7 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
     "webhooks": ("raw", "", "r"),
     "webhook_deliveries": ("raw", "", "raw"),
     "webhook_attempts": ("r", "", "ra"),
-    "screen_messages": ("raw", "", "rw"),
+    "screen_messages": ("raw", "", "raw"),  # the engine queues reminders
     # what-if runs over the API; `telecare alerts replay` runs as the owner
     "replay_runs": ("raw", "", ""),
     "replay_findings": ("ra", "", ""),

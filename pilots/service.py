@@ -84,6 +84,9 @@ def period_of(found: Pilot, from_day: date | None, to_day: date | None,
               now: datetime) -> tuple[date, date]:
     """The local days asked about, both included; by default the pilot's period up to today
     (at most MAX_DAYS back)."""
+    for day in (from_day, to_day):  # far days would overflow the date arithmetic below
+        if day is not None and not date(2000, 1, 1) <= day <= date(2999, 12, 31):
+            raise InvalidPilot("days lie between 2000-01-01 and 2999-12-31")
     today = now.astimezone(LOCAL).date()
     last = today if found.ends_at is None else min(
         today, (found.ends_at - timedelta(microseconds=1)).astimezone(LOCAL).date())

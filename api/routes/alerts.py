@@ -74,7 +74,8 @@ def team_queue(
     where = triage.QueueFilter(states=tuple(dict.fromkeys(state)),
                                severities=None if not severity else tuple(severity),
                                rule=rule, citizen_id=citizen_id)
-    rows, total = triage.team_queue(conn, team_id, where, limit, offset)
+    within = None if access.administers(caller) else access.visible(caller, "alerts", now)
+    rows, total = triage.team_queue(conn, team_id, where, limit, offset, within)
     audit.searched(conn, caller, "alerts", (row["citizen_id"] for row in rows), now)
     return AlertPage(care_team_id=team_id, total=total, limit=limit, offset=offset,
                      alerts=[AlertPublic(**row) for row in rows])

@@ -18,7 +18,7 @@ from alerts.plans import default_thresholds, validate_settings
 from alerts.replay import ReplayRequest, run_replay
 from alerts.repository import CareTeam, Pause, PlanAssignment, ThresholdVersion
 from alerts.service import points_inside
-from api import access
+from api import access, audit
 from api.access import ChangesCare, SeesCare
 from api.deps import CallerDep, DbDep, NowDep, require_role
 from api.errors import EmptyRange, PeriodTooLong
@@ -96,11 +96,12 @@ def citizen_team(citizen_id: UUID, _access: SeesCare, conn: DbDep, _caller: Call
 @router.put("/citizens/{citizen_id}/team", response_model=CitizenTeamPublic,
             responses=responses(400, 403, 404, 422))
 def assign_team(citizen_id: UUID, body: CitizenTeamAssign, conn: DbDep,
-                caller: CallerDep) -> CitizenTeamPublic:
+                caller: CallerDep, now: NowDep) -> CitizenTeamPublic:
     """Put a citizen in a care team; the team takes over the alerts still in hand. 404 for an
     unknown citizen or team. Administrators only."""
     require_role(caller, "administrator")
     service.assign_citizen(conn, citizen_id, body.care_team_id)
+    audit.record(conn, caller, "change", "registry", [citizen_id], now)
     return CitizenTeamPublic(citizen_id=citizen_id, care_team_id=body.care_team_id)
 
 

@@ -41,7 +41,7 @@ def list_citizens(conn: DbDep, caller: CallerDep, now: NowDep,
 
 
 @router.post("/citizens", response_model=CitizenPublic, status_code=201,
-             responses=responses(403, 404, 422))
+             responses=responses(400, 403, 404, 422))
 def enrol_citizen(body: CitizenCreate, conn: DbDep, caller: CallerDep, now: NowDep) -> CitizenPublic:
     """Enrol a citizen, in a care team if one is given (404 for an unknown team).
     Administrators only."""
@@ -59,7 +59,7 @@ def get_citizen(citizen_id: UUID, conn: DbDep, caller: CallerDep, now: NowDep) -
 
 
 @router.post("/citizens/{citizen_id}/discharge", response_model=CitizenPublic,
-             responses=responses(403, 404, 409, 422))
+             responses=responses(400, 403, 404, 409, 422))
 def discharge_citizen(citizen_id: UUID, body: CitizenDischarge, conn: DbDep, caller: CallerDep,
                       now: NowDep) -> CitizenPublic:
     """End the citizen's telecare: their devices are taken back and their plans end (409 when a
@@ -73,7 +73,7 @@ def discharge_citizen(citizen_id: UUID, body: CitizenDischarge, conn: DbDep, cal
 
 
 @router.post("/devices", response_model=DevicePublic, status_code=201,
-             responses=responses(403, 409, 422))
+             responses=responses(400, 403, 409, 422))
 def register_device(body: DeviceCreate, conn: DbDep, caller: CallerDep) -> DevicePublic:
     """Add a device to the stock (409 for a known id or serial). Administrators only."""
     require_role(caller, "administrator")
@@ -83,7 +83,7 @@ def register_device(body: DeviceCreate, conn: DbDep, caller: CallerDep) -> Devic
 
 
 @router.put("/devices/{device_id}/holder", response_model=DevicePublic,
-            responses=responses(403, 404, 409, 422))
+            responses=responses(400, 403, 404, 409, 422))
 def give_device(device_id: Annotated[DeviceId, Path()], body: DeviceHolderSet, conn: DbDep,
                 caller: CallerDep, now: NowDep) -> DevicePublic:
     """Give the device to a citizen from `valid_from` on, ending its pairing with anyone else

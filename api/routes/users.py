@@ -30,7 +30,7 @@ def list_users(conn: DbDep, caller: CallerDep, now: NowDep) -> list[UserPublic]:
 
 
 @router.post("/users", response_model=UserPublic, status_code=201,
-             responses=responses(403, 409, 422))
+             responses=responses(400, 403, 409, 422))
 def add_user(body: UserCreate, conn: DbDep, caller: CallerDep, now: NowDep) -> UserPublic:
     """A new user (409 for a username taken). Administrators only."""
     require_role(caller, "administrator")
@@ -69,7 +69,7 @@ def unlock_user(username: UsernamePath, conn: DbDep, caller: CallerDep, now: Now
 
 
 @router.put("/users/{username}/password", response_model=UserPublic,
-            responses=responses(403, 404, 422))
+            responses=responses(400, 403, 404, 422))
 def set_password(username: UsernamePath, body: PasswordSet, conn: DbDep, caller: CallerDep,
                  now: NowDep) -> UserPublic:
     """A new password; every sign-in with the old one is revoked. Administrators only."""
@@ -79,7 +79,7 @@ def set_password(username: UsernamePath, body: PasswordSet, conn: DbDep, caller:
 
 
 @router.put("/users/{username}/citizen", response_model=UserPublic,
-            responses=responses(403, 404, 409, 422))
+            responses=responses(400, 403, 404, 409, 422))
 def link_citizen(username: UsernamePath, body: UserCitizenLink, conn: DbDep, caller: CallerDep,
                  now: NowDep) -> UserPublic:
     """The citizen user is this citizen and sees their own data (409 when the citizen has a

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from alerts.engine import AlertEngine
+from core.roles import process_dsn
 from devices import repository as devices_repo
 from devices.repository import EventRow, ReadingRow
 from tests.conftest import PAIRED_SINCE, new_device, running_in_thread
@@ -93,7 +94,8 @@ class FakeClock:
 @contextmanager
 def running_engine(dsn: str, clock: Callable[[], datetime], tick_s: float = 3600.0,
                    **options: Any) -> Iterator[AlertEngine]:
-    """An alert engine in a thread; afterwards stopped (bounded) and checked for errors."""
-    engine = AlertEngine(dsn, clock, tick_s, **options)
+    """An alert engine in a thread, under the alert process's database role (core/roles.py);
+    afterwards stopped (bounded) and checked for errors."""
+    engine = AlertEngine(process_dsn(dsn, "alerts"), clock, tick_s, **options)
     with running_in_thread(engine.run, "alert engine", 15):
         yield engine

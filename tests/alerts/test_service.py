@@ -32,6 +32,7 @@ from alerts.errors import (
 from alerts.escalation import DEFAULT_POLICY, Contact, EscalationPolicy, EscalationStep
 from alerts.lifecycle import AlertStatus
 from alerts.models import Bands, Severity
+from core.roles import process_dsn
 from devices.errors import CitizenNotFound
 from tests.alerts.conftest import NOW, TeamCitizen, finding, minutes, new_citizen_in, new_team
 from tests.conftest import count
@@ -420,3 +421,19 @@ def test_a_webhook_needs_an_http_url_with_a_host_and_belongs_to_its_team(
     assert service.set_webhook_active(conn, hook.id, False, team_id).active is False
     with pytest.raises(WebhookNotFound):
         service.set_webhook_active(conn, 2**62, True)
+
+
+def test_the_alert_process_role_may_record_findings_escalate_and_remind(
+        conn: Conn, database: str, team_citizen: TeamCitizen) -> None:
+    """Under the alert process's own database role (core/roles.py), not the owner's: every
+    outbox a finding writes, and escalation, are within its privileges."""
+    citizen, team = team_citizen.citizen_id, team_citizen.team_id
+    with psycopg.connect(process_dsn(database, "alerts"), autocommit=True) as as_alerts:
+        service.record_findings(as_alerts, citizen, team, [
+            finding(rule="missed:body_weight", severity=Severity.YELLOW,
+                    occurrence="w:body_weight:1", self_resolving=True),
+            finding(rule="threshold:systolic_bp", severity=Severity.RED)], NOW)
+        escalated = service.escalate_due(as_alerts, NOW + timedelta(days=1))
+        service.release_held(as_alerts, [citizen], NOW + timedelta(days=1))
+    assert [kind for kind, _ in screen(conn, citizen)] == ["reminder"]
+    assert escalated >= 1

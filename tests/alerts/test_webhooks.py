@@ -26,6 +26,7 @@ from alerts.webhooks import (
     sign,
     verify,
 )
+from core.roles import process_dsn
 from tests.alerts import delivery_data as data
 from tests.conftest import only_on, wait_for
 
@@ -282,4 +283,5 @@ class _Running:
 
 def _run_sender(database: str) -> _Running:
     # A long poll: only the notification can make the delivery fast.
-    return _Running(WebhookSender(database, lambda: datetime.now(UTC), poll_s=30.0))
+    return _Running(WebhookSender(process_dsn(database, "alerts"), lambda: datetime.now(UTC),
+                                  poll_s=30.0))

@@ -356,3 +356,20 @@ def test_members_and_proxies_are_managed_over_the_api(conn: Conn, client: TestCl
     problem(client.get(plans, headers=relative), 404)
     assert client.delete(f"/v1/teams/{team}/members/{nurse_name}", headers=admin).status_code == 204
     problem(client.get(plans, headers=nurse), 404)
+
+
+def test_a_citizen_who_left_the_team_takes_their_alerts_out_of_its_queue(
+        conn: Conn, client: TestClient) -> None:
+    world = build(conn, Plan(teams=2, citizen_teams=[0, 0], nurse_teams=frozenset({0}),
+                             own_citizen=0, proxies=[]))
+    moved, stays = world.citizens
+    # The moved citizen's alert was resolved in the old team (resolved alerts do not move).
+    conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = %s WHERE citizen_id = ANY(%s)",
+                 (NOW, [moved, stays]))
+    conn.execute("UPDATE citizens SET care_team_id = %s WHERE id = %s", (world.teams[1], moved))
+    queue = client.get(f"/v1/teams/{world.teams[0]}/alerts", params={"state": "resolved"},
+                       headers=as_user(world.users["nurse"])).json()
+    assert {a["citizen_id"] for a in queue["alerts"]} == {str(stays)} and queue["total"] == 1
+    admin = client.get(f"/v1/teams/{world.teams[0]}/alerts", params={"state": "resolved"},
+                       headers=as_user(world.users["administrator"])).json()
+    assert admin["total"] == 2  # administrators see every citizen

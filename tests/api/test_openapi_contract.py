@@ -197,6 +197,12 @@ def _check(case: schemathesis.Case, api: Seeded, headers: dict[str, str] | None 
         case.validate_response(response,
                                excluded_checks=[schemathesis.checks.positive_data_acceptance])
         return
+    if positive and response.status_code == 422 and _names_user_of_another_role(response):
+        # A username that another operation of this run created (POST /v1/users) with a role
+        # this one does not take: refused by what is stored, which no schema can say.
+        case.validate_response(response,
+                               excluded_checks=[schemathesis.checks.positive_data_acceptance])
+        return
     refusal = _contradiction(case, api)
     if refusal is None:
         case.validate_response(response)
@@ -214,11 +220,21 @@ def _check(case: schemathesis.Case, api: Seeded, headers: dict[str, str] | None 
     case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
 
+ENDS_THE_SEEDED = ("/discharge", "/holder")
+
+
+def _names_user_of_another_role(response: Any) -> bool:
+    body = response.json()
+    return body["type"].endswith("/invalid_user") and " is a " in body["detail"]
+
+
 def _aim_at_seeded(case: schemathesis.Case, seeded: Seeded) -> None:
     """Point half of the well-formed ids at the seeded citizen and device, so that answers with
     data are checked as well as 404s. Invalid ids are left as generated."""
     if case.meta is None or case.meta.is_negative_at(ParameterLocation.PATH):
         return
+    if case.operation.path.endswith(ENDS_THE_SEEDED):
+        return  # a discharge or a device taken back would leave the rest less to look at
     known: dict[str, str | int] = {
         "citizen_id": str(seeded.citizen_id), "device_id": seeded.device_id,
         "team_id": str(seeded.team_id), "alert_id": seeded.alert_id}
