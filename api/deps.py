@@ -17,7 +17,9 @@ from api.auth import repository as auth_repo
 from api.auth.errors import InvalidPurpose, NotAllowed, NotSignedIn
 from api.auth.service import TokenPolicy
 from api.auth.tokens import read_access_token
+from api.errors import NotCommitted
 from core.clock import Clock
+from core.db import describe_error
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ def db(request: Request) -> Iterator[psycopg.Connection[Any]]:
     pool: ConnectionPool = request.app.state.pool
     with pool.connection() as conn:
         yield conn
+        try:
+            conn.commit()
+        except psycopg.OperationalError:
+            raise  # the database went away: 503 with Retry-After (api/problems.py)
+        except psycopg.Error as exc:
+            raise NotCommitted(f"the request could not be committed ({describe_error(exc)}); "
+                               "nothing of it is shown or kept") from None
 
 
 def now(request: Request) -> datetime:

@@ -1,7 +1,7 @@
 """Refusals the API itself makes: parameters that are each well formed but contradict each
 other, which no parameter schema can express (the 422 description in the document names them)."""
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, TelecareError
 
 
 class EmptyRange(InvalidInput):
@@ -14,3 +14,10 @@ class TooManyBuckets(InvalidInput):
 
 class PeriodTooLong(InvalidInput):
     code = "period_too_long"
+
+
+class NotCommitted(TelecareError):
+    """The request's transaction could not commit (the audit record of a read among what it
+    held), so its answer is not given."""
+
+    code = "not_committed"

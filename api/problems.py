@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from alerts.errors import AlertConflict, AlertNotFound, InvalidThresholds
 from api.audit import AuditUnavailable
 from api.auth.errors import NotAllowed, NotSignedIn, SignInBlocked, SignInBusy, SignInRefused
+from api.errors import NotCommitted
 from api.schemas import Problem
 from core.errors import Conflict, InvalidInput, NotFound, TelecareError
 
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: dict[type[TelecareError], int] = {
     SignInBlocked: 429,
     SignInBusy: 503,
     AuditUnavailable: 503,
+    NotCommitted: 503,
 }
 PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
@@ -62,8 +64,8 @@ _MEANING: dict[int, str] = {
     500: "An unexpected error; it has been logged. Nothing a client sends should cause it.",
     503: "The database is unavailable (try again after Retry-After seconds), or, for /ready, "
          "migrations are pending; at sign-in, too many sign-ins at once (`sign_in_busy`); "
-         "or the audit record of a look could not be written (`audit_unavailable`), so nothing "
-         "is shown.",
+         "or the audit record of a look could not be written (`audit_unavailable`) or the request "
+         "could not commit (`not_committed`), so nothing is shown.",
 }
 
 

@@ -222,3 +222,29 @@ def test_a_citizen_sees_when_and_why_their_data_was_looked_at_but_not_by_whom(
                          headers=admin).json()
     assert [e["citizen_id"] for e in by_user] == [str(own)]
     problem(client.get("/v1/audit", headers=citizen), 403, "forbidden")
+
+
+@pytest.mark.parametrize(("sqlstate", "code"), [("23514", "not_committed"),
+                                               ("40001", "unavailable")])
+def test_a_read_whose_commit_fails_fails_and_keeps_no_record(
+        conn: Conn, client: TestClient, sqlstate: str, code: str) -> None:
+    world = build(conn, Plan(teams=1, citizen_teams=[0], nurse_teams=frozenset({0}),
+                             own_citizen=0, proxies=[]))
+    citizen = world.citizens[0]
+    name = f"test_fail_commit_{uuid.uuid4().hex[:8]}"
+    # Raises at COMMIT, after the route has its answer ready: the answer must not go out.
+    conn.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 f"IF NEW.citizen_id = '{citizen}' THEN RAISE EXCEPTION 'no' USING ERRCODE = "
+                 f"'{sqlstate}'; END IF; RETURN NULL; END $$")
+    conn.execute(f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON audit_log DEFERRABLE "
+                 f"INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {name}()")
+    try:
+        answer = client.get(READINGS.format(citizen=citizen),
+                            headers=as_user(world.users["nurse"]))
+        problem(answer, 503, code)
+        assert "130" not in answer.text
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE citizen_id = %s",
+                            (citizen,)).fetchone() == (0,)
+    finally:
+        conn.execute(f"DROP TRIGGER {name} ON audit_log")
+        conn.execute(f"DROP FUNCTION {name}()")
