@@ -7,7 +7,6 @@ api/access.py, from the generated world."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,24 +17,18 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from api.app import create_app
 from api.auth.errors import InvalidUser, UserConflict
 from api.auth.models import User
 from api.auth.tokens import issue_access_token
-from core.db import open_pool
-from core.roles import process_dsn
-from core.settings import Settings
 from devices import repository as devices_repo
 from devices.repository import ReadingRow
 from tests.alerts.delivery_data import care_team, open_alert, team_citizen
-from tests.api.conftest import NOW, problem
+from tests.api.conftest import KEY, NOW, problem
 from tests.conftest import new_device, only_on
 
 pytestmark = only_on("postgres")  # the relation does not depend on the storage backend
 
-KEY = "a" * 40
 KINDS = ("readings", "alerts", "devices", "care")
 OLD = NOW - timedelta(days=10)  # each citizen has a reading then ...
 RECENT = NOW - timedelta(hours=1)  # ... and one now
@@ -167,13 +160,8 @@ def build(conn: Conn, plan: Plan) -> World:
 
 
 @pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              auth_required=True), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
+def client(signed_in_client: TestClient) -> TestClient:
+    return signed_in_client
 
 
 def as_user(user: User) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -15,16 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from api.app import create_app
-from core.db import open_pool
-from core.roles import PRIVILEGES, ROLES, process_dsn, unlisted_tables
-from core.settings import Settings
+from core.roles import PRIVILEGES, ROLES, unlisted_tables
 from tests.api.conftest import NOW, problem
 from tests.api.test_access import (
     CITIZEN_ROUTES,
-    KEY,
     Plan,
     Proxy,
     World,
@@ -44,13 +38,8 @@ READINGS = "/v1/citizens/{citizen}/readings?metric=systolic_bp&start=2026-11-01T
 
 
 @pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              auth_required=True), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
+def client(signed_in_client: TestClient) -> TestClient:
+    return signed_in_client
 
 
 def _last_id(conn: Conn) -> int:

@@ -11,7 +11,6 @@ import json
 import random
 import uuid
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,17 +20,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
-from pydantic import SecretStr
 
-from api.app import create_app
-from core.db import open_pool
-from core.roles import process_dsn
-from core.settings import Settings
 from devices import repository as devices_repo
 from devices.repository import ReadingRow
 from tests.alerts.delivery_data import history, open_alert, screen_message
 from tests.api.conftest import NOW, problem
-from tests.api.test_access import KEY, KINDS, Plan, Proxy, World, as_user, build
+from tests.api.test_access import KINDS, Plan, Proxy, World, as_user, build
 from tests.conftest import new_device, only_on
 
 pytestmark = only_on("postgres")
@@ -43,13 +37,8 @@ FILES = {"README.txt", "manifest.json", "citizen.json", "readings.csv", "device_
 
 
 @pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              auth_required=True), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
+def client(signed_in_client: TestClient) -> TestClient:
+    return signed_in_client
 
 
 @dataclass

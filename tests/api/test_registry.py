@@ -5,21 +5,15 @@ every change is in the audit log."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from api.app import create_app
-from core.db import open_pool
-from core.roles import process_dsn
-from core.settings import Settings
 from tests.api.conftest import NOW, problem
-from tests.api.test_access import KEY, Plan, as_user, build
+from tests.api.test_access import Plan, as_user, build
 from tests.conftest import only_on
 
 pytestmark = only_on("postgres")
@@ -28,13 +22,8 @@ Conn = psycopg.Connection[Any]
 
 
 @pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              auth_required=True), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
+def client(signed_in_client: TestClient) -> TestClient:
+    return signed_in_client
 
 
 def _changes(conn: Conn, citizen: Any) -> list[tuple[str, str]]:

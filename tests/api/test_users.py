@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from api.app import create_app
-from core.db import open_pool
-from core.roles import process_dsn
-from core.settings import Settings
-from tests.api.conftest import NOW, problem
-from tests.api.test_access import KEY, Plan, _user, as_user, build
+from tests.api.conftest import problem
+from tests.api.test_access import Plan, _user, as_user, build
 from tests.conftest import only_on
 
 pytestmark = only_on("postgres")
@@ -26,13 +20,8 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def client(database: str) -> Iterator[TestClient]:
-    pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_signing_key=SecretStr(KEY),
-                              auth_required=True), pool=pool, clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        yield test_client
-    pool.close()
+def client(signed_in_client: TestClient) -> TestClient:
+    return signed_in_client
 
 
 def _sign_in(client: TestClient, username: str, password: str) -> Any:
