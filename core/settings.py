@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # `telecare broker config` reads it here, to write the account `alerts` into the broker's
     # password file beside `ingest` (whose password is mqtt_password).
     mqtt_alerts_password: SecretStr | None = None
+    # The broker's `broker-admin` account (password file beside ingest and alerts): only
+    # `telecare broker config` uses it, to send a running broker's dynamic-security plugin the
+    # access-control changes over its control topic (the plugin reads its file only at start).
+    mqtt_admin_password: SecretStr | None = None
     # 5 on Mosquitto; 3.1.1 for brokers that speak nothing newer (embedded fallback).
     mqtt_protocol: str = Field(default="5", pattern="^(5|3.1.1)$")
     # Which broker `telecare demo` embeds when no host is configured.

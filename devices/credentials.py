@@ -2,7 +2,8 @@
 
 A device logs in with its device id as username and a random secret that is shown once, when
 it is issued or rotated; only its hash is stored, in Mosquitto's password-file format, and the
-broker's password file and ACL are written from the credentials in force (telecare/broker.py).
+broker's password file and its dynamic-security access control are written from the credentials
+in force (telecare/broker.py).
 
 Rotation replaces the secret at once: the old one is revoked in the same transaction. An
 overlap is not possible on Mosquitto's password file (one hash per username, and the username
@@ -42,7 +43,7 @@ SALT_BYTES = 12
 SECRET_BYTES = 32
 # The broker accounts of Telecare's own processes (deploy/ and compose.yaml use these names):
 # no device may log in under one of them.
-SERVICE_ACCOUNTS = ("ingest", "alerts")
+SERVICE_ACCOUNTS = ("ingest", "alerts", "broker-admin")
 _HASH = re.compile(r"^\$7\$([1-9][0-9]{0,8})\$([A-Za-z0-9+/]+=*)\$([A-Za-z0-9+/]+=*)$")
 
 

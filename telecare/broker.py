@@ -1,37 +1,61 @@
-"""The broker's password file and ACL, written from the device registry, and its reload.
+"""The broker's password file and access control, written from the device registry, and how a
+running broker is brought up to date without dropping the clients that may stay.
 
-`telecare broker config OUT_DIR` writes `passwd` and `acl` (and, unless `--auth-only`, a
-`mosquitto.conf` for a local or test broker) and can send the running broker SIGHUP, which
-makes Mosquitto read both files again without dropping the clients that may stay.
+`telecare broker config OUT_DIR` writes `passwd` and `dynamic-security.json` (and, unless
+`--auth-only`, a `mosquitto.conf` for a local or test broker that loads Mosquitto's
+dynamic-security plugin). Who may log in is the password file; what each account may do is the
+plugin's: its clients carry no password, so the plugin defers every login to the password file
+and decides every PUBLISH, SUBSCRIBE and delivery itself. The acl_file of Mosquitto 2.0.11
+cannot refuse a subscription (it grants every SUBSCRIBE, even under `topic deny`); the plugin
+refuses one outside the account's role with SUBACK 0x87.
 
 What the files say (docs/access.md, "Device credentials"):
-- each device with a credential in force gets a password line and its own `user` block, with
-  explicit topics and no patterns: it may write `<root>/v1/<id>/{readings,events,status}` (the
-  status topic is also its last will) and read `<root>/v1/<id>/commands`, nothing else;
-- `ingest` reads the shared subscription and everything under the root (so a misaddressed
-  message becomes a dead letter) and writes every device's commands (application acks);
-- `alerts` writes every device's commands (home-screen messages) and reads nothing;
-- the API has no account: it never connects to the broker (screen messages go through the
-  alert process's outbox).
-A device that is not in the files, a revoked one, or a wrong secret is refused at CONNECT.
+- each device with a credential in force gets a password line, a plugin client and a role of
+  its own, with explicit topics and no patterns: it may publish `<root>/v1/<id>/{readings,
+  events,status}` (the status topic is also its last will) and subscribe to and receive
+  `<root>/v1/<id>/commands`, nothing else;
+- `ingest` subscribes to the shared subscription and everything under the root (so a
+  misaddressed message becomes a dead letter), receives it, and publishes every device's
+  commands (application acks);
+- `alerts` publishes every device's commands (home-screen messages) and receives nothing;
+- `broker-admin` (TELECARE_MQTT_ADMIN_PASSWORD) may use the plugin's control topic only;
+- the default for every account is deny, for publishing, subscribing and receiving alike;
+- the API has no account: it never connects to the broker.
+A device that is not in the password file, a revoked one, or a wrong secret is refused at
+CONNECT.
+
+The plugin reads its file only when the broker starts (SIGHUP re-reads the password file, not
+the plugin's file), so a running broker is changed through the plugin's control topic: the
+`broker-admin` account lists the broker's clients and roles, and sends what differs from the
+registry (a new device's role and client before its password line, so that it is admitted
+only once its topics are there; a revoked device's client deleted, which disconnects it). Then
+SIGHUP makes Mosquitto read the password file again: a client whose secret is no longer in it
+is disconnected, every other client stays connected with its subscriptions.
 
 Files are written to a temporary file in OUT_DIR and renamed over the old one, so the broker
-never reads half a file; a file whose content would not change is left alone, so that a reload
-is only sent when something changed."""
+never reads half a file; a file whose content would not change is left alone (the plugin's
+file is compared by what it says, since the broker saves its own copy of it after each change
+when it may write there), so that a reload is only sent when something changed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import signal
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, Literal
 
+import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from core.settings import Settings
 from devices import credentials
@@ -41,12 +65,29 @@ from ingest.wire import CHANNELS, COMMANDS, MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
-PASSWD, ACL, CONF = "passwd", "acl", "mosquitto.conf"
-# Header of every generated file: an edit by hand is lost at the next write.
+PASSWD, ACL, CONF = "passwd", "dynamic-security.json", "mosquitto.conf"
+# Header of every generated file that can hold a comment: an edit by hand is lost at the next write.
 GENERATED = "# Generated by `telecare broker config` from the device registry; edits are overwritten.\n"
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 # Room for topic, properties and header above the payload limit (deploy/mosquitto.conf).
 PACKET_HEADROOM_BYTES = 1024
+# The account that changes the plugin's state at run time (one of credentials.SERVICE_ACCOUNTS).
+ADMIN = "broker-admin"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+# Where Debian/Ubuntu (by architecture), the eclipse-mosquitto image and a source build put it.
+PLUGIN_NAME = "mosquitto_dynamic_security.so"
+PLUGIN_PATHS = tuple(Path(d) / PLUGIN_NAME for d in (
+    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/local/lib"))
+# Deny unless a role allows it; unsubscribing from what one could not subscribe to is harmless.
+DEFAULT_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                  "unsubscribe": True}
+# Commands per control message: well below max_packet_size for any device id.
+COMMANDS_PER_MESSAGE = 100
+CONTROL_TIMEOUT_S = 10.0
+
+# (acltype, topic, allow)
+Acl = tuple[str, str, bool]
 
 
 @dataclass(frozen=True)
@@ -56,12 +97,13 @@ class ServiceAccount:
 
 
 def service_accounts(settings: Settings) -> list[ServiceAccount]:
-    """The service accounts whose secrets are configured: ingest (TELECARE_MQTT_PASSWORD) and
-    alerts (TELECARE_MQTT_ALERTS_PASSWORD). One without a secret is left out, with a warning:
-    it cannot log in."""
+    """The service accounts whose secrets are configured: ingest (TELECARE_MQTT_PASSWORD),
+    alerts (TELECARE_MQTT_ALERTS_PASSWORD) and broker-admin (TELECARE_MQTT_ADMIN_PASSWORD). One
+    without a secret is left out, with a warning: it cannot log in."""
     found = []
     for username, secret in (("ingest", settings.mqtt_password),
-                             ("alerts", settings.mqtt_alerts_password)):
+                             ("alerts", settings.mqtt_alerts_password),
+                             (ADMIN, settings.mqtt_admin_password)):
         if secret is None or not secret.get_secret_value():
             log.warning("no broker password configured for %s: it is left out of the files",
                         username)
@@ -102,31 +144,272 @@ def render_passwd(devices: Iterable[tuple[str, str]], services: Iterable[Service
     return "\n".join(lines) + "\n"
 
 
-def render_acl(device_ids: Iterable[str], services: Iterable[str], *, root: str,
-               share_group: str) -> str:
-    """The ACL: one explicit `user` block per account, no patterns, no wildcard for devices."""
-    blocks = [GENERATED + "# Each user block lists all a user may do; anything else is refused.\n"]
-    names = set(services)
-    if "ingest" in names:
-        reads = ([f"$share/{share_group}/{root}/#"] if share_group else []) + [f"{root}/#"]
-        blocks.append("# Ingest workers: the shared subscription and everything under the root\n"
-                      "# (a misaddressed message becomes a dead letter); they write the acks.\n"
-                      "user ingest\n" + "".join(f"topic read {t}\n" for t in reads)
-                      + f"topic write {root}/v1/+/{COMMANDS}\n")
-    if "alerts" in names:
-        blocks.append("# The alert process: messages to home screens; it reads nothing.\n"
-                      f"user alerts\ntopic write {root}/v1/+/{COMMANDS}\n")
+@dataclass(frozen=True)
+class Access:
+    """What the dynamic-security plugin holds: roles with their ACLs, clients with their roles
+    (no passwords: the password file decides who logs in), and the default access."""
+
+    roles: dict[str, frozenset[Acl]]
+    clients: dict[str, frozenset[str]]
+    default: dict[str, bool]
+
+
+def device_role(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def device_acls(device_id: str, root: str) -> frozenset[Acl]:
+    """Publish its three topics; subscribe to and receive its own commands, literally."""
+    commands = f"{root}/v1/{device_id}/{COMMANDS}"
+    return frozenset([("publishClientSend", f"{root}/v1/{device_id}/{channel}", True)
+                      for channel in CHANNELS]
+                     + [("subscribeLiteral", commands, True),
+                        ("publishClientReceive", commands, True)])
+
+
+def service_acls(username: str, root: str, share_group: str) -> frozenset[Acl]:
+    every_command = ("publishClientSend", f"{root}/v1/+/{COMMANDS}", True)
+    if username == "ingest":
+        subscriptions = ([f"$share/{share_group}/{root}/#"] if share_group else []) + [f"{root}/#"]
+        return frozenset([("subscribePattern", name, True) for name in subscriptions]
+                         + [("publishClientReceive", f"{root}/#", True), every_command])
+    if username == "alerts":
+        return frozenset([every_command])
+    if username == ADMIN:
+        return frozenset([("publishClientSend", CONTROL_TOPIC, True),
+                          ("subscribeLiteral", RESPONSE_TOPIC, True),
+                          ("publishClientReceive", RESPONSE_TOPIC, True)])
+    raise ValueError(f"not a service account: {username!r}")
+
+
+def desired_access(device_ids: Iterable[str], services: Iterable[str], *, root: str,
+                   share_group: str) -> Access:
+    """One role per account (the service's name, `device:<id>` for a device), each client with
+    its own role only."""
+    names = list(services)
+    roles = {name: service_acls(name, root, share_group) for name in names}
+    clients = {name: frozenset([name]) for name in names}
     for device_id in device_ids:
-        _check_device_id(device_id, names)
-        blocks.append(f"user {device_id}\n"
-                      + "".join(f"topic write {root}/v1/{device_id}/{channel}\n"
-                                for channel in CHANNELS)
-                      + f"topic read {root}/v1/{device_id}/{COMMANDS}\n")
-    return "\n".join(blocks)
+        _check_device_id(device_id, set(names))
+        roles[device_role(device_id)] = device_acls(device_id, root)
+        clients[device_id] = frozenset([device_role(device_id)])
+    return Access(roles, clients, dict(DEFAULT_ACCESS))
+
+
+def render_access(access: Access) -> str:
+    """The plugin's configuration file (its JSON format), sorted so that it comes out the same
+    for the same registry."""
+    document = {
+        "defaultACLAccess": access.default,
+        "clients": [{"username": username, "roles": [{"rolename": r} for r in sorted(roles)]}
+                    for username, roles in sorted(access.clients.items())],
+        "groups": [],
+        "roles": [{"rolename": name, "acls": [_acl_json(acl) for acl in sorted(acls)]}
+                  for name, acls in sorted(access.roles.items())],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def parse_access(clients: Sequence[Mapping[str, Any]], roles: Sequence[Mapping[str, Any]],
+                 default: Mapping[str, bool]) -> Access:
+    """An Access from the plugin's own shapes (its file, or its listClients/listRoles)."""
+    return Access(
+        roles={role["rolename"]: frozenset((acl["acltype"], acl["topic"], bool(acl["allow"]))
+                                           for acl in role.get("acls", []))
+               for role in roles},
+        clients={client["username"]: frozenset(r["rolename"] for r in client.get("roles", []))
+                 for client in clients},
+        default=dict(default))
+
+
+def read_access(path: Path) -> Access | None:
+    """What an existing plugin file says (None when there is none or it is not one)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if any(client.get("password") for client in document.get("clients", [])):
+            return None  # not ours: ours holds no password
+        return parse_access(document.get("clients", []), document.get("roles", []),
+                            document.get("defaultACLAccess", {}))
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def plan(desired: Access, actual: Access) -> list[dict[str, Any]]:
+    """The control commands that turn the broker's `actual` state into `desired`: roles before
+    the clients that need them, clients deleted before their roles."""
+    commands: list[dict[str, Any]] = []
+    if actual.default != desired.default:
+        commands.append({"command": "setDefaultACLAccess",
+                         "acls": [{"acltype": t, "allow": a} for t, a in desired.default.items()]})
+    for name, acls in sorted(desired.roles.items()):
+        have = actual.roles.get(name)
+        if have is None:
+            commands.append({"command": "createRole", "rolename": name,
+                             "acls": [_acl_json(acl) for acl in sorted(acls)]})
+            continue
+        commands += [{"command": "removeRoleACL", "rolename": name, "acltype": acltype,
+                      "topic": topic} for acltype, topic, _ in sorted(have - acls)]
+        commands += [{"command": "addRoleACL", "rolename": name, **_acl_json(acl)}
+                     for acl in sorted(acls - have)]
+    for username, roles in sorted(desired.clients.items()):
+        had = actual.clients.get(username)
+        if had is None:
+            commands.append({"command": "createClient", "username": username,
+                             "roles": [{"rolename": r} for r in sorted(roles)]})
+            continue
+        commands += [{"command": "addClientRole", "username": username, "rolename": r}
+                     for r in sorted(roles - had)]
+        commands += [{"command": "removeClientRole", "username": username, "rolename": r}
+                     for r in sorted(had - roles)]
+    # Deleting a client disconnects it (a revoked device is cut off at once).
+    commands += [{"command": "deleteClient", "username": username}
+                 for username in sorted(actual.clients.keys() - desired.clients.keys())]
+    commands += [{"command": "deleteRole", "rolename": name}
+                 for name in sorted(actual.roles.keys() - desired.roles.keys())]
+    return commands
+
+
+class BrokerControlError(Exception):
+    """The broker refused the admin account or a control command."""
+
+
+class Control:
+    """A session on the plugin's control topic as `broker-admin`, over the plaintext listener
+    (TELECARE_MQTT_HOST, TELECARE_MQTT_PORT). Connecting raises OSError when nothing listens."""
+
+    def __init__(self, settings: Settings, secret: str, timeout_s: float = CONTROL_TIMEOUT_S):
+        self._timeout_s = timeout_s
+        self._changed = threading.Condition()
+        self._connack: int | None = None
+        self._suback: int | None = None
+        self._pubacks: dict[int, int] = {}
+        self._responses: dict[str, dict[str, Any]] = {}
+        self._client = paho.Client(CallbackAPIVersion.VERSION2,
+                                   client_id=f"{ADMIN}-{uuid.uuid4().hex[:8]}",
+                                   protocol=paho.MQTTv5)
+        self._client.username_pw_set(ADMIN, secret)
+        self._client.on_connect = lambda _c, _u, _f, reason, _p: self._set(
+            connack=int(reason.value))
+        self._client.on_subscribe = lambda _c, _u, _m, reasons, _p: self._set(
+            suback=int(reasons[0].value))
+        self._client.on_publish = lambda _c, _u, mid, reason, _p: self._set(
+            puback=(mid, int(reason.value)))
+        self._client.on_message = lambda _c, _u, message: self._set(response=message.payload)
+        self._host, self._port = settings.mqtt_host or "127.0.0.1", settings.mqtt_port
+
+    def _set(self, *, connack: int | None = None, suback: int | None = None,
+             puback: tuple[int, int] | None = None,
+             response: bytes | bytearray | None = None) -> None:
+        with self._changed:
+            if connack is not None:
+                self._connack = connack
+            if suback is not None:
+                self._suback = suback
+            if puback is not None:
+                self._pubacks[puback[0]] = puback[1]
+            if response is not None:
+                try:
+                    for answer in json.loads(response).get("responses", []):
+                        if isinstance(answer.get("correlationData"), str):
+                            self._responses[answer["correlationData"]] = answer
+                except (ValueError, AttributeError):
+                    log.warning("a control response that is not JSON was ignored")
+            self._changed.notify_all()
+
+    def _wait(self, condition: Callable[[], bool], what: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(condition, self._timeout_s):
+                raise BrokerControlError(f"no {what} from the broker within {self._timeout_s} s")
+
+    def _answered(self, ids: Sequence[str]) -> bool:
+        return all(i in self._responses for i in ids)
+
+    def __enter__(self) -> Control:
+        self._client.connect(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        try:
+            self._wait(lambda: self._connack is not None, "CONNACK")
+            if self._connack != 0:
+                raise BrokerControlError(f"the broker refused {ADMIN}: CONNACK {self._connack:#x}")
+            self._client.subscribe(RESPONSE_TOPIC, qos=1)
+            self._wait(lambda: self._suback is not None, "SUBACK")
+            if self._suback is not None and self._suback >= 0x80:
+                raise BrokerControlError(
+                    f"the broker refused {ADMIN} its control responses (SUBACK {self._suback:#x}): "
+                    f"it started without {ADMIN} in its {ACL}; restart it")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def run(self, commands: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Send the commands in order, in messages of COMMANDS_PER_MESSAGE, and return the
+        plugin's answers; any answer with an error raises BrokerControlError."""
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(commands), COMMANDS_PER_MESSAGE):
+            batch = [{**command, "correlationData": uuid.uuid4().hex}
+                     for command in commands[start:start + COMMANDS_PER_MESSAGE]]
+            ids = [command["correlationData"] for command in batch]
+            mid = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1).mid
+            self._wait(partial(self._pubacks.__contains__, mid), "PUBACK")
+            if self._pubacks[mid] >= 0x80:
+                raise BrokerControlError(f"the broker refused the control topic to {ADMIN} "
+                                         f"(PUBACK {self._pubacks[mid]:#x})")
+            self._wait(partial(self._answered, ids), "answer to the control commands")
+            batch_answers = [self._responses.pop(i) for i in ids]
+            errors = [f"{sent['command']} {sent.get('username') or sent.get('rolename') or ''}: "
+                      f"{answer['error']}" for sent, answer in zip(batch, batch_answers, strict=True)
+                      if "error" in answer]
+            if errors:
+                raise BrokerControlError("; ".join(errors))
+            answers += batch_answers
+        return answers
+
+    def access(self) -> Access:
+        """The broker's clients, roles and default access, as the plugin holds them now."""
+        clients, roles, default = self.run([{"command": "listClients", "verbose": True},
+                                            {"command": "listRoles", "verbose": True},
+                                            {"command": "getDefaultACLAccess"}])
+        return parse_access(clients["data"]["clients"], roles["data"]["roles"],
+                            {acl["acltype"]: acl["allow"] for acl in default["data"]["acls"]})
+
+
+def update_broker(settings: Settings, desired: Access) -> int | None:
+    """Bring a running broker's plugin state to `desired` over the control topic; the number of
+    commands it took, or None when there was no broker to update (no admin secret or host
+    configured, nothing listening: a broker that starts later reads the file) or it failed."""
+    secret = settings.mqtt_admin_password
+    if secret is None or not secret.get_secret_value() or not settings.mqtt_host:
+        log.debug("no TELECARE_MQTT_ADMIN_PASSWORD or TELECARE_MQTT_HOST: a running broker "
+                  "keeps its access control until it restarts and reads %s", ACL)
+        return None
+    try:
+        with Control(settings, secret.get_secret_value()) as control:
+            commands = plan(desired, control.access())
+            if commands:
+                control.run(commands)
+    except OSError as exc:
+        log.warning("no broker at %s:%d (%s): it reads %s when it starts", settings.mqtt_host,
+                    settings.mqtt_port, exc, ACL)
+        return None
+    except BrokerControlError as exc:
+        log.error("the broker's access control was not updated: %s", exc)
+        return None
+    if commands:
+        log.info("sent the broker %d access-control change(s)", len(commands))
+    return len(commands)
 
 
 def render_conf(out_dir: Path, *, tls_port: int | None, plain_port: int, bind: str | None,
-                certs: Path | None, run_as: str | None, settings: Settings) -> str:
+                certs: Path | None, run_as: str | None, settings: Settings,
+                plugin: Path | None = None) -> str:
     """A mosquitto.conf for a local or test broker that reads the files in `out_dir`, with the
     options of deploy/mosquitto.conf (tests/deploy/test_broker_acl.py holds them equal)."""
     out = out_dir.resolve()
@@ -135,7 +418,8 @@ def render_conf(out_dir: Path, *, tls_port: int | None, plain_port: int, bind: s
              "per_listener_settings false",
              "allow_anonymous false",
              f"password_file {out / PASSWD}",
-             f"acl_file {out / ACL}",
+             f"plugin {plugin or dynamic_security_plugin()}",
+             f"plugin_opt_config_file {out / ACL}",
              f"pid_file {out / 'mosquitto.pid'}",
              "persistence true",
              f"persistence_location {out / 'data'}/",
@@ -157,6 +441,14 @@ def render_conf(out_dir: Path, *, tls_port: int | None, plain_port: int, bind: s
     lines += ["", "# Workers and services: plaintext, for a local network only.",
               f"listener {plain_port}{where}", "protocol mqtt"]
     return "\n".join(lines) + "\n"
+
+
+def dynamic_security_plugin() -> Path:
+    """The installed mosquitto_dynamic_security.so (Mosquitto 2.0 ships it)."""
+    for path in PLUGIN_PATHS:
+        if path.exists():
+            return path
+    raise ValueError(f"{PLUGIN_NAME} not found in {', '.join(str(p.parent) for p in PLUGIN_PATHS)}")
 
 
 def write_atomically(path: Path, text: str, mode: int,
@@ -188,24 +480,40 @@ def write_atomically(path: Path, text: str, mode: int,
 class Written:
     devices: int
     services: list[str]
+    # A file was written (passwd or the plugin's file).
     changed: bool
+    # passwd was written: only then does a SIGHUP change anything.
+    passwd_changed: bool = False
+    # A running broker was asked for its state (update_broker was called).
+    broker_tried: bool = False
+    # Control commands a running broker took; None when no broker was updated.
+    broker_changes: int | None = None
 
 
 def write_auth_files(conn: Conn, out_dir: Path, settings: Settings,
-                     owner: tuple[int, int] | None = None) -> Written:
-    """passwd and acl in `out_dir` from the credentials in force and the configured services;
-    `owner` (uid, gid): the broker's user, when it is not the one writing (compose: 1883)."""
+                     owner: tuple[int, int] | None = None, *,
+                     update: Literal["always", "on_change", "never"] = "always") -> Written:
+    """passwd and the plugin's file in `out_dir` from the credentials in force and the
+    configured services, and the same access control sent to a running broker (`update`:
+    always, only when the plugin's file changed, or never); `owner` (uid, gid): the broker's
+    user, when it is not the one writing (compose: 1883)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     devices = credentials.in_force(conn)
     services = service_accounts(settings)
     passwd = render_passwd(devices, services, read_passwd(out_dir / PASSWD))
-    acl = render_acl([device_id for device_id, _ in devices], [s.username for s in services],
-                     root=settings.topic_root, share_group=settings.share_group)
-    # The ACL first: a device added is admitted only once its topics are there, and a reload
-    # between the two writes (someone else's) never lets a revoked device's topics outlive it.
-    changed = write_atomically(out_dir / ACL, acl, 0o644, owner)
-    changed = write_atomically(out_dir / PASSWD, passwd, 0o600, owner) or changed
-    return Written(len(devices), [s.username for s in services], changed)
+    access = desired_access([device_id for device_id, _ in devices],
+                            [s.username for s in services],
+                            root=settings.topic_root, share_group=settings.share_group)
+    # The access control first, in the file and in the running broker: a device added is
+    # admitted (its password line, the reload) only once its topics are there.
+    acl_changed = False
+    if read_access(out_dir / ACL) != access:
+        acl_changed = write_atomically(out_dir / ACL, render_access(access), 0o644, owner)
+    tried = update == "always" or (update == "on_change" and acl_changed)
+    broker_changes = update_broker(settings, access) if tried else None
+    passwd_changed = write_atomically(out_dir / PASSWD, passwd, 0o600, owner)
+    return Written(len(devices), [s.username for s in services], acl_changed or passwd_changed,
+                   passwd_changed, tried, broker_changes)
 
 
 def parse_owner(text: str | None) -> tuple[int, int] | None:
@@ -226,8 +534,8 @@ def broker_pid(pid: int | None, pid_file: Path | None) -> int | None:
 
 
 def reload_broker(pid: int) -> None:
-    """SIGHUP: Mosquitto reads its password file and ACL again; connected clients stay unless
-    their credentials are gone or changed."""
+    """SIGHUP: Mosquitto reads its password file again; connected clients stay unless their
+    secret is gone or changed (the plugin's state is not re-read: write_auth_files sent it)."""
     os.kill(pid, signal.SIGHUP)
     log.info("sent SIGHUP to the broker (pid %d)", pid)
 
@@ -235,18 +543,30 @@ def reload_broker(pid: int) -> None:
 def watch(settings: Settings, out_dir: Path, interval_s: float, pid: int | None,
           pid_file: Path | None, stop: threading.Event,
           owner: tuple[int, int] | None = None) -> None:
-    """Write the files again every `interval_s` and reload the broker when they changed, until
-    `stop` (credentials issued or revoked over the API reach the broker this way)."""
+    """Write the files again every `interval_s`, send a running broker the access-control
+    changes, and reload it when the password file changed, until `stop` (credentials issued
+    or revoked over the API reach the broker this way). The broker is asked for its state on
+    the first round, after a round that could not update it, and when the file changed."""
+    updated = False
     while not stop.is_set():
         try:
             with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
-                written = write_auth_files(conn, out_dir, settings, owner)
+                written = write_auth_files(conn, out_dir, settings, owner,
+                                           update="on_change" if updated else "always")
+            if written.broker_tried:
+                updated = written.broker_changes is not None
             target = broker_pid(pid, pid_file)
-            if written.changed and target is not None:
+            if written.passwd_changed and target is not None:
                 reload_broker(target)
         except (psycopg.Error, OSError, ValueError) as exc:
+            updated = False
             log.error("broker config not written: %s", exc)
         stop.wait(interval_s)
+
+
+def _acl_json(acl: Acl) -> dict[str, Any]:
+    acltype, topic, allow = acl
+    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": allow}
 
 
 def _check_device_id(device_id: str, services: set[str]) -> None:

@@ -2,15 +2,18 @@
 registry (real PostgreSQL, a Mosquitto of the test's own on free ports, certificates from
 `telecare broker certs`, the real ingest worker logged in as `ingest`).
 
-What Mosquitto 2.0.11 really answers, as these tests assert it:
+What Mosquitto 2.0.11 really answers, as these tests assert it (the password file for logins,
+the dynamic-security plugin for everything an account may do):
 - CONNECT with a wrong, revoked or unknown secret: CONNACK 0x87 "Not authorized";
-- PUBLISH where the ACL does not allow it: PUBACK 0x87 and the message goes nowhere;
-- SUBSCRIBE to `#` or to another device's commands: SUBACK *granted* (0x01). Its acl_file
-  does not check subscriptions at all (2.0's source: "FIXME - implement ACL subscription
-  strings"); each message is checked against the subscriber's read ACL when it is delivered,
-  so nothing but the device's own commands ever arrives (retained messages included);
-- SIGHUP: connected clients whose credentials are still in the files stay connected; one whose
-  credentials were revoked or rotated is disconnected at once."""
+- PUBLISH outside the account's role: PUBACK 0x87 and the message goes nowhere;
+- SUBSCRIBE to anything but the device's own commands (`#`, `<root>/#`, every device's
+  commands, another device's, `$SYS/#`, the control topic): SUBACK 0x87, refused. (The
+  acl_file of 2.0.11 granted every one of them, `topic deny` or not, and only filtered the
+  deliveries; with both configured it still grants them, so there is no acl_file.)
+- a change at run time: the plugin's clients and roles over its control topic (a revoked
+  device's client deleted, which disconnects it), then SIGHUP for the password file: connected
+  clients whose credentials stay are still connected, with their subscriptions; one whose
+  secret was revoked or rotated is disconnected."""
 
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from tests.deploy import mosquitto_conf
 WAIT_S = 10.0
 SUCCESS, GRANTED_QOS_1, NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED = 0, 1, 0x10, 0x87
 INGEST_SECRET, ALERTS_SECRET = "ingest-secret-for-tests", "alerts-secret-for-tests"
+ADMIN_SECRET = "broker-admin-secret-for-tests"
 ROOT = "telecare"
 
 
@@ -107,6 +111,11 @@ class Broker:
 
     def reloads(self) -> int:
         return self.log.read_text().count("Reloading config.")
+
+    def kicked(self, client_id: str) -> bool:
+        """Whether the plugin disconnected `client_id` (deleteClient over the control topic)."""
+        return f"Client {client_id} been disconnected by administrative action." in (
+            self.log.read_text())
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -226,7 +235,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(postgres_database: str) -> dict[str, str]:
     return {"TELECARE_DATABASE_URL": postgres_database, "TELECARE_MQTT_PASSWORD": INGEST_SECRET,
-            "TELECARE_MQTT_ALERTS_PASSWORD": ALERTS_SECRET, "TELECARE_TOPIC_ROOT": ROOT,
+            "TELECARE_MQTT_ALERTS_PASSWORD": ALERTS_SECRET,
+            "TELECARE_MQTT_ADMIN_PASSWORD": ADMIN_SECRET, "TELECARE_TOPIC_ROOT": ROOT,
             "TELECARE_SHARE_GROUP": "ingest"}
 
 
@@ -236,7 +246,10 @@ def broker(tmp_path: Path, certs: Path, env: dict[str, str]) -> Iterator[Broker]
     out.mkdir()
     shutil.copytree(certs, out / "certs")
     running = Broker(out, env)
-    running.configure()
+    # Where `telecare broker config` finds the running broker's control topic.
+    running.env = {**env, "TELECARE_MQTT_HOST": "127.0.0.1",
+                   "TELECARE_MQTT_PORT": str(running.plain_port)}
+    running.configure()  # nothing listens yet: the broker reads the file when it starts
     running.start()
     yield running
     running.stop()
@@ -311,7 +324,7 @@ def test_publishing_under_another_devices_id_is_refused_and_nothing_is_stored(
             # Not another device's commands, nor anything outside its own three topics.
             (name, "{}") for name in (topic(b, "commands"), topic(a, "commands"),
                                       f"{ROOT}/v1/{a}/readings/x", f"{ROOT}/v2/{a}/readings",
-                                      "elsewhere")]
+                                      "elsewhere", "$CONTROL/dynamic-security/v1")]
         for name, payload in attempts:
             # Over TLS, 2.0.11 answers PUBACK 0x87 and then drops the connection ("Bad socket
             # read/write"): one connection per attempt.
@@ -327,7 +340,7 @@ def test_publishing_under_another_devices_id_is_refused_and_nothing_is_stored(
                      f"{ROOT}/v1/{b}/%") == 0
 
 
-def test_subscribing_to_everything_or_to_another_devices_commands_delivers_nothing_of_others(
+def test_subscribing_to_everything_or_to_another_devices_commands_is_refused(
         conn: psycopg.Connection[Any], broker: Broker, clients: Callable[..., Device]) -> None:
     (a, secret_a), (b, secret_b) = with_credentials(conn, 2)
     broker.apply()
@@ -335,9 +348,12 @@ def test_subscribing_to_everything_or_to_another_devices_commands_delivers_nothi
     assert other.publish(topic(b, "status"), json.dumps({"v": 1, "device_id": b, "online": True}),
                          retain=True) == SUCCESS
     spy = clients(broker, a, secret_a)
-    # Granted, on 2.0.11: its acl_file checks no subscription (see the module docstring).
-    for name in ("#", topic(b, "commands"), f"{ROOT}/v1/+/commands", f"{ROOT}/#", "$SYS/#"):
-        assert spy.subscribe(name) == GRANTED_QOS_1, name
+    for name in ("#", f"{ROOT}/#", f"{ROOT}/v1/+/commands", topic(b, "commands"), "$SYS/#",
+                 f"{ROOT}/v1/{a}/#", f"{ROOT}/v1/{a}/+", topic(b, "status"),
+                 "$CONTROL/dynamic-security/v1/response", f"$share/ingest/{ROOT}/#"):
+        assert spy.subscribe(name) >= 0x80, name
+    assert spy.subscribe(topic(a, "commands")) == GRANTED_QOS_1
+    # The refusals cost the device nothing: it stays connected and gets its own commands only.
     worker = clients(broker, "ingest", INGEST_SECRET, client_id=f"w-{uuid.uuid4().hex[:6]}",
                      tls=False)
     assert other.publish(topic(b, "readings"), reading_message(b, [1])) == SUCCESS
@@ -346,9 +362,9 @@ def test_subscribing_to_everything_or_to_another_devices_commands_delivers_nothi
     # The last: once it arrives, whatever the broker routed before it has arrived too.
     assert worker.publish(topic(a, "commands"), b'{"for": "A"}') == SUCCESS
     received = spy.received(lambda m: any(x.payload == b'{"for": "A"}' for x in m), "A's command")
-    assert {m.topic for m in received} == {topic(a, "commands")}
-    assert {m.payload for m in received} == {b'{"for": "A"}'}
-    # B does get its own command (the ACL is not simply shut).
+    assert [(m.topic, m.payload) for m in received] == [(topic(a, "commands"), b'{"for": "A"}')]
+    assert not spy.disconnected.is_set()
+    # B gets its own command (the broker is not simply shut).
     other_commands = clients(broker, b, secret_b, client_id=f"{b}-2")
     assert other_commands.subscribe(topic(b, "commands")) == GRANTED_QOS_1
     assert worker.publish(topic(b, "commands"), b'{"again": "B"}') == SUCCESS
@@ -374,16 +390,46 @@ def test_wrong_unknown_and_revoked_credentials_are_refused_and_a_reload_keeps_th
     run_telecare(broker.env, ["devices", "credentials", "revoke", c, "--broker-config",
                               str(broker.out), "--pid-file", str(broker.out / "mosquitto.pid")])
     wait_for(lambda: broker.reloads() == reloads + 1, what="the broker's reload")
-    # Mosquitto 2.0.11 checks every connected client against the new files at the reload.
+    # Its client deleted over the control topic (before the reload), its password line gone.
     assert revoked.disconnected.wait(WAIT_S), "a revoked device stayed connected"
+    assert broker.kicked(c)
     assert clients(broker, c, secret_c, client_id=f"{c}-again").connack_code() == NOT_AUTHORIZED
+    # A new device: admitted with its own topics, and the others stay connected.
+    (d, secret_d), = with_credentials(conn, 1)
+    broker.apply()
+    newcomer = clients(broker, d, secret_d)
+    assert newcomer.subscribe(topic(d, "commands")) == GRANTED_QOS_1
+    assert newcomer.subscribe(topic(a, "commands")) == NOT_AUTHORIZED
     # The device whose credentials stay keeps its connection and its subscription.
     assert not staying.disconnected.is_set()
+    assert not broker.kicked(a)
     worker = clients(broker, "ingest", INGEST_SECRET, client_id=f"w-{uuid.uuid4().hex[:6]}",
                      tls=False)
     assert worker.publish(topic(a, "commands"), b"still here") == SUCCESS
     assert [m.payload for m in staying.received(bool, "a command after the reload")] == [b"still here"]
     assert staying.publish(topic(a, "readings"), b"{}") == SUCCESS
+    assert staying.subscribe("#") == NOT_AUTHORIZED
+    assert not staying.disconnected.is_set()
+
+
+def test_deleting_a_revoked_devices_client_cuts_it_off_before_any_reload(
+        conn: psycopg.Connection[Any], broker: Broker, clients: Callable[..., Device]) -> None:
+    (a, secret_a), (c, secret_c) = with_credentials(conn, 2)
+    broker.apply()
+    staying, revoked = clients(broker, a, secret_a), clients(broker, c, secret_c)
+    assert revoked.subscribe(topic(c, "commands")) == GRANTED_QOS_1
+    staying.connected()
+    credentials.revoke(conn, c, "test", datetime.now(UTC) + timedelta(seconds=1))
+    reloads = broker.reloads()
+    broker.configure()  # no --pid-file: the control topic only, no SIGHUP
+    assert revoked.disconnected.wait(WAIT_S), "a revoked device stayed connected"
+    assert broker.kicked(c) and broker.reloads() == reloads
+    # Until the reload the broker still knows its old secret: it may log in, and do nothing.
+    again = clients(broker, c, secret_c, client_id=f"{c}-again")
+    assert again.subscribe(topic(c, "commands")) == NOT_AUTHORIZED
+    assert again.publish(topic(c, "readings"), reading_message(c, [1])) == NOT_AUTHORIZED
+    broker.apply()
+    assert clients(broker, c, secret_c, client_id=f"{c}-later").connack_code() == NOT_AUTHORIZED
     assert not staying.disconnected.is_set()
 
 
@@ -399,7 +445,42 @@ def test_rotation_refuses_the_old_secret_and_admits_the_new_one(
     wait_for(lambda: broker.reloads() == reloads + 1, what="the broker's reload")
     assert connected_with_old.disconnected.wait(WAIT_S), "the old secret stayed connected"
     assert clients(broker, a, old, client_id=f"{a}-old").connack_code() == NOT_AUTHORIZED
-    assert clients(broker, a, rotated.secret, client_id=f"{a}-new").connack_code() == SUCCESS
+    fresh = clients(broker, a, rotated.secret, client_id=f"{a}-new")
+    assert fresh.subscribe(topic(a, "commands")) == GRANTED_QOS_1
+    # Rotation changes the password file only: the device's client and role stay.
+    assert not broker.kicked(a)
+
+
+def test_the_watcher_brings_a_running_broker_up_to_date(
+        conn: psycopg.Connection[Any], postgres_database: str, broker: Broker,
+        clients: Callable[..., Device]) -> None:
+    (a, secret_a), = with_credentials(conn, 1)
+    stop = threading.Event()
+    settings = Settings(database_url=postgres_database, mqtt_host="127.0.0.1",
+                        mqtt_port=broker.plain_port, mqtt_password=SecretStr(INGEST_SECRET),
+                        mqtt_alerts_password=SecretStr(ALERTS_SECRET),
+                        mqtt_admin_password=SecretStr(ADMIN_SECRET), topic_root=ROOT,
+                        share_group="ingest")
+    watcher = threading.Thread(target=broker_config.watch, args=(
+        settings, broker.out, 0.2, None, broker.out / "mosquitto.pid", stop))
+    watcher.start()
+    try:
+        wait_for(lambda: broker.reloads() >= 1, what="the watcher's first reload")
+        device = clients(broker, a, secret_a)
+        assert device.subscribe(topic(a, "commands")) == GRANTED_QOS_1
+        (b, secret_b), = with_credentials(conn, 1)
+        wait_for(lambda: broker.reloads() >= 2, what="the reload for the new device")
+        newcomer = clients(broker, b, secret_b)
+        assert newcomer.subscribe(topic(b, "commands")) == GRANTED_QOS_1
+        credentials.revoke(conn, b, "test", datetime.now(UTC) + timedelta(seconds=1))
+        assert newcomer.disconnected.wait(WAIT_S), "a revoked device stayed connected"
+        wait_for(lambda: broker.reloads() >= 3, what="the reload for the revocation")
+        assert broker.kicked(b)
+        assert clients(broker, b, secret_b, client_id=f"{b}-again").connack_code() == NOT_AUTHORIZED
+        assert not device.disconnected.is_set()
+    finally:
+        stop.set()
+        watcher.join(WAIT_S)
 
 
 def test_the_alert_account_writes_commands_only(
@@ -412,7 +493,20 @@ def test_the_alert_account_writes_commands_only(
                      tls=False)
     assert engine.publish(topic(a, "commands"), b"seen") == SUCCESS
     assert [m.payload for m in screen.received(bool, "the screen message")] == [b"seen"]
+    assert engine.subscribe(f"{ROOT}/#") == NOT_AUTHORIZED
     assert engine.publish(topic(a, "readings"), b"{}") == NOT_AUTHORIZED
+
+
+def test_the_admin_account_may_use_the_control_topic_only(
+        conn: psycopg.Connection[Any], broker: Broker, clients: Callable[..., Device]) -> None:
+    (a, _), = with_credentials(conn, 1)
+    broker.apply()
+    admin = clients(broker, "broker-admin", ADMIN_SECRET, client_id=f"adm-{uuid.uuid4().hex[:6]}",
+                    tls=False)
+    assert admin.subscribe("$CONTROL/dynamic-security/v1/response") == GRANTED_QOS_1
+    for name in ("#", f"{ROOT}/#", topic(a, "commands")):
+        assert admin.subscribe(name) == NOT_AUTHORIZED, name
+    assert admin.publish(topic(a, "commands"), b"{}") == NOT_AUTHORIZED
 
 
 def test_the_generated_files_name_each_device_explicitly_and_nothing_else(
@@ -420,34 +514,79 @@ def test_the_generated_files_name_each_device_explicitly_and_nothing_else(
     (a, secret_a), (b, _) = with_credentials(conn, 2)
     credentials.revoke(conn, b, "test", datetime.now(UTC) + timedelta(seconds=1))
     run_telecare(env, ["broker", "config", str(tmp_path), "--auth-only"])
-    acl = (tmp_path / "acl").read_text()
+    document = json.loads((tmp_path / broker_config.ACL).read_text())
     passwd = broker_config.read_passwd(tmp_path / "passwd")
     assert credentials.verify(secret_a, passwd[a])
-    assert b not in passwd and f"user {b}\n" not in acl
-    assert credentials.verify(INGEST_SECRET, passwd["ingest"])
-    assert credentials.verify(ALERTS_SECRET, passwd["alerts"])
+    assert b not in passwd
+    for account, secret in (("ingest", INGEST_SECRET), ("alerts", ALERTS_SECRET),
+                            ("broker-admin", ADMIN_SECRET)):
+        assert credentials.verify(secret, passwd[account]), account
     assert oct((tmp_path / "passwd").stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "mosquitto.conf").exists()
-    block = acl.split(f"user {a}\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert block == [f"topic write {ROOT}/v1/{a}/readings", f"topic write {ROOT}/v1/{a}/events",
-                     f"topic write {ROOT}/v1/{a}/status", f"topic read {ROOT}/v1/{a}/commands"]
-    lines = [line for line in acl.splitlines() if line and not line.startswith("#")]
-    assert not [line for line in lines if line.startswith("pattern")]
-    wildcards = [line for line in lines if ("#" in line or "+" in line)]
-    assert wildcards == [f"topic read $share/ingest/{ROOT}/#", f"topic read {ROOT}/#",
-                         f"topic write {ROOT}/v1/+/commands", f"topic write {ROOT}/v1/+/commands"]
+    assert document["defaultACLAccess"] == {"publishClientSend": False,
+                                            "publishClientReceive": False, "subscribe": False,
+                                            "unsubscribe": True}
+    # No passwords in the plugin: it leaves every login to the password file.
+    assert not [c for c in document["clients"] if set(c) != {"username", "roles"}]
+    clients = {c["username"]: [r["rolename"] for r in c["roles"]] for c in document["clients"]}
+    roles = {r["rolename"]: {(acl["acltype"], acl["topic"], acl["allow"]) for acl in r["acls"]}
+             for r in document["roles"]}
+    assert b not in clients and f"device:{b}" not in roles
+    assert clients[a] == [f"device:{a}"]
+    assert roles[f"device:{a}"] == {
+        ("publishClientSend", f"{ROOT}/v1/{a}/readings", True),
+        ("publishClientSend", f"{ROOT}/v1/{a}/events", True),
+        ("publishClientSend", f"{ROOT}/v1/{a}/status", True),
+        ("subscribeLiteral", f"{ROOT}/v1/{a}/commands", True),
+        ("publishClientReceive", f"{ROOT}/v1/{a}/commands", True)}
+    wildcards = {(name, acl) for name, acls in roles.items() for acl in acls
+                 if "#" in acl[1] or "+" in acl[1]}
+    assert wildcards == {
+        ("ingest", ("subscribePattern", f"$share/ingest/{ROOT}/#", True)),
+        ("ingest", ("subscribePattern", f"{ROOT}/#", True)),
+        ("ingest", ("publishClientReceive", f"{ROOT}/#", True)),
+        ("ingest", ("publishClientSend", f"{ROOT}/v1/+/commands", True)),
+        ("alerts", ("publishClientSend", f"{ROOT}/v1/+/commands", True))}
+    assert roles["broker-admin"] == {
+        ("publishClientSend", "$CONTROL/dynamic-security/v1", True),
+        ("subscribeLiteral", "$CONTROL/dynamic-security/v1/response", True),
+        ("publishClientReceive", "$CONTROL/dynamic-security/v1/response", True)}
     # Written again with nothing changed, the files stay as they are (no needless reload).
-    before = {(tmp_path / name).read_text() for name in ("acl", "passwd")}
+    before = {(tmp_path / name).read_text() for name in (broker_config.ACL, "passwd")}
     run_telecare(env, ["broker", "config", str(tmp_path), "--auth-only"])
-    assert {(tmp_path / name).read_text() for name in ("acl", "passwd")} == before
+    assert {(tmp_path / name).read_text() for name in (broker_config.ACL, "passwd")} == before
+    # Nor when the broker saved the same state in its own layout (it does after each change).
+    (tmp_path / broker_config.ACL).write_text(json.dumps(document, indent=None))
+    run_telecare(env, ["broker", "config", str(tmp_path), "--auth-only"])
+    assert (tmp_path / broker_config.ACL).read_text() == json.dumps(document, indent=None)
+
+
+def test_the_broker_is_sent_only_what_differs_from_the_registry() -> None:
+    desired = broker_config.desired_access(["dev-a", "dev-b"], ["ingest", "broker-admin"],
+                                           root=ROOT, share_group="ingest")
+    assert broker_config.plan(desired, desired) == []
+    actual = broker_config.desired_access(["dev-b", "dev-gone"], ["ingest", "broker-admin"],
+                                          root="old", share_group="ingest")
+    commands = broker_config.plan(desired, actual)
+    names = [(c["command"], c.get("username") or c.get("rolename")) for c in commands]
+    # dev-b's five topics move from old/v1/dev-b/... to telecare/v1/dev-b/..., in its role.
+    assert names.count(("removeRoleACL", "device:dev-b")) == 5
+    assert names.count(("addRoleACL", "device:dev-b")) == 5
+    assert ("createRole", "device:dev-a") in names and ("createClient", "dev-a") in names
+    assert names.index(("createRole", "device:dev-a")) < names.index(("createClient", "dev-a"))
+    assert names[-2:] == [("deleteClient", "dev-gone"), ("deleteRole", "device:dev-gone")]
+    assert ("deleteClient", "dev-b") not in names
 
 
 def test_no_device_can_take_a_service_accounts_name_or_a_wildcard_in_the_files() -> None:
-    for name in ("ingest", "alerts"):
+    for name in ("ingest", "alerts", "broker-admin"):
         with pytest.raises(ValueError, match="service account"):
-            broker_config.render_acl([name], ["ingest", "alerts"], root=ROOT, share_group="ingest")
+            broker_config.desired_access([name], ["ingest", "alerts"], root=ROOT,
+                                         share_group="ingest")
     with pytest.raises(ValueError, match="not a device id"):
         broker_config.render_passwd([("a/#", "$7$101$AA==$AA==")], [], {})
+    with pytest.raises(ValueError, match="not a device id"):
+        broker_config.desired_access(["+"], [], root=ROOT, share_group="ingest")
 
 
 def test_the_generated_mosquitto_conf_has_the_production_options(tmp_path: Path) -> None:
@@ -455,9 +594,15 @@ def test_the_generated_mosquitto_conf_has_the_production_options(tmp_path: Path)
         tmp_path, tls_port=8883, plain_port=1883, bind=None, certs=tmp_path / "certs",
         run_as=None, settings=Settings()))
     production = mosquitto_conf.load()
-    paths = {"password_file", "acl_file", "persistence_location", "pid_file"}
+    paths = {"password_file", "plugin", "plugin_opt_config_file", "persistence_location",
+             "pid_file"}
     assert {k: v for k, v in generated.options.items() if k not in paths} == {
         k: v for k, v in production.options.items() if k not in paths}
     for port in (8883, 1883):
         assert (set(generated.listener(port).options) == set(production.listener(port).options))
     assert generated.options["password_file"] == f"{tmp_path.resolve()}/passwd"
+    assert generated.options["plugin_opt_config_file"] == (
+        f"{tmp_path.resolve()}/dynamic-security.json")
+    # An acl_file beside the plugin would grant every subscription the plugin refuses.
+    assert "acl_file" not in generated.options and "acl_file" not in production.options
+    assert Path(generated.options["plugin"]).name == Path(production.options["plugin"]).name

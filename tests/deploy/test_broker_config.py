@@ -1,6 +1,7 @@
 """The production broker configuration on the real Mosquitto binary: deploy/mosquitto.conf
-started with only ports and paths substituted, the ACL as `telecare broker config` writes it
-(telecare/broker.py) for the devices dev-A and dev-B and the service accounts, certificates from
+started with only ports and paths substituted, the dynamic-security plugin's file as `telecare
+broker config` writes it (telecare/broker.py) for the devices dev-A and dev-B and the service
+accounts, certificates from
 scripts/make-certs and a password file made here with mosquitto_passwd (the registry's side of
 device credentials is tested in test_broker_acl.py)."""
 
@@ -27,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.wire import MAX_PAYLOAD_BYTES
-from telecare.broker import render_acl
+from telecare.broker import ACL, desired_access, dynamic_security_plugin, render_access
 from telecare.embedded import free_port
 from tests.deploy import mosquitto_conf
 
@@ -36,7 +37,7 @@ MAKE_CERTS = REPO / "scripts" / "make-certs"
 PASSWORDS = {"ingest": "ingest-secret", "alerts": "alerts-secret", "dev-A": "dev-a-secret",
              "dev-B": "dev-b-secret"}
 WAIT_S = 10.0
-SUCCESS, GRANTED_QOS_1, NOT_AUTHORIZED = 0, 1, 135
+SUCCESS, GRANTED_QOS_1, NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED = 0, 1, 0x10, 135
 READINGS_A, COMMANDS_A = "telecare/v1/dev-A/readings", "telecare/v1/dev-A/commands"
 WORKER_SUBSCRIPTION = "$share/ingest/telecare/v1/+/readings"
 
@@ -57,6 +58,8 @@ def production_config(text: str, *, tls_port: int, plain_port: int, config_dir: 
         (r"^persistence_location /mosquitto/data/$", f"persistence_location {data_dir}/"),
         (r" /mosquitto/config/", f" {config_dir}/"),
         (r" /mosquitto/auth/", f" {config_dir}/"),
+        # The eclipse-mosquitto image's plugin, for the one this machine's Mosquitto ships.
+        (r"^plugin /usr/lib/mosquitto_dynamic_security.so$", f"plugin {dynamic_security_plugin()}"),
     ]
     if autosave_interval is not None:
         substitutions.append((r"^autosave_interval \d+$", f"autosave_interval {autosave_interval}"))
@@ -87,8 +90,8 @@ class Broker:
         config, data = root / "config", root / "data"
         shutil.copytree(certs, config / "certs")
         shutil.copy(passwd, config / "passwd")
-        (config / "acl").write_text(render_acl(["dev-A", "dev-B"], ["ingest", "alerts"],
-                                               root="telecare", share_group="ingest"))
+        (config / ACL).write_text(render_access(desired_access(
+            ["dev-A", "dev-B"], ["ingest", "alerts"], root="telecare", share_group="ingest")))
         data.mkdir()
         self.ca = config / "certs" / "ca.crt"
         self.database = data / "mosquitto.db"
@@ -330,9 +333,11 @@ def test_devices_are_confined_to_their_own_topics(broker: Broker, clients: Calla
     worker = clients(broker, "ingest", tls=False)
     assert worker.subscribe("$share/ingest/telecare/#") == GRANTED_QOS_1
     device_a, device_b = clients(broker, "dev-A"), clients(broker, "dev-B")
-    # Mosquitto 2.0.11 grants any subscription and filters each delivery by the read ACL.
-    device_a.subscribe("telecare/v1/+/commands")
-    device_b.subscribe("telecare/v1/dev-B/commands")
+    # The dynamic-security plugin refuses a subscription outside the device's own commands.
+    for name in ("telecare/v1/+/commands", "telecare/v1/dev-B/commands", "#", "$SYS/#"):
+        assert device_a.subscribe(name) == NOT_AUTHORIZED, name
+    assert device_a.subscribe(COMMANDS_A) == GRANTED_QOS_1
+    assert device_b.subscribe("telecare/v1/dev-B/commands") == GRANTED_QOS_1
 
     for topic in ("telecare/v1/dev-B/readings", "telecare/v1/dev-B/status", COMMANDS_A,
                   "telecare/v1/dev-A/readings/extra", "telecare/v2/dev-A/readings"):
@@ -360,15 +365,16 @@ def test_the_alert_engine_writes_to_home_screens_and_reads_nothing_devices_send(
     screen = clients(broker, "dev-A")
     screen.subscribe(COMMANDS_A)
     engine = clients(broker, "alerts", tls=False)
-    engine.subscribe("telecare/#")
+    assert engine.subscribe("telecare/#") == NOT_AUTHORIZED
     assert engine.puback(engine.publish(COMMANDS_A, b"seen")) == SUCCESS
     assert [m.payload for m in screen.received(1)] == [b"seen"]
     for topic in (READINGS_A, "telecare/v1/dev-A/status"):
         # Mosquitto closes the connection after a denied PUBLISH: one client per attempt.
         forger = clients(broker, "alerts", tls=False)
         assert forger.puback(forger.publish(topic, b"forged")) == NOT_AUTHORIZED, topic
-    assert screen.puback(screen.publish(READINGS_A, b"own")) == SUCCESS
-    engine.subscribe("telecare/v1/+/none")  # after this SUBACK, nothing more is on its way
+    # 0x10 "no matching subscribers": the engine's subscription was refused, nobody else reads.
+    assert screen.puback(screen.publish(READINGS_A, b"own")) == NO_MATCHING_SUBSCRIBERS
+    engine.subscribe("telecare/v1/+/none")  # after this SUBACK (refused), nothing more is on its way
     assert engine.messages == []
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from core.settings import Settings
 from ingest.wire import MAX_PAYLOAD_BYTES
-from telecare.broker import render_acl
+from telecare.broker import desired_access
 from tests.deploy import mosquitto_conf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,15 +198,19 @@ def test_two_alert_engines_run_with_their_own_broker_account(compose: dict[str, 
     for name, service in engines.items():
         assert service["environment"]["TELECARE_MQTT_USERNAME"] == "alerts", name
         assert "ports" not in service, name
-    acl = render_acl([], ["ingest", "alerts"], root="telecare", share_group="ingest")
-    assert "user alerts\ntopic write telecare/v1/+/commands\n" in acl
+    access = desired_access([], ["ingest", "alerts"], root="telecare", share_group="ingest")
+    assert access.roles["alerts"] == {("publishClientSend", "telecare/v1/+/commands", True)}
+    assert access.clients["alerts"] == {"alerts"}
 
 
-def test_the_broker_reads_the_password_file_and_acl_written_from_the_registry(
+def test_the_broker_reads_the_password_file_and_access_control_written_from_the_registry(
         compose: dict[str, Any]) -> None:
     conf = mosquitto_conf.load().options
     assert conf["password_file"] == "/mosquitto/auth/passwd"
-    assert conf["acl_file"] == "/mosquitto/auth/acl"
+    # The eclipse-mosquitto image's dynamic-security plugin; no acl_file beside it.
+    assert conf["plugin"] == "/usr/lib/mosquitto_dynamic_security.so"
+    assert conf["plugin_opt_config_file"] == "/mosquitto/auth/dynamic-security.json"
+    assert "acl_file" not in conf
     broker = services(compose)["mosquitto"]
     assert "broker-auth:/mosquitto/auth:ro" in broker["volumes"]
     assert broker["depends_on"]["broker-auth"]["condition"] == "service_completed_successfully"
@@ -214,7 +218,11 @@ def test_the_broker_reads_the_password_file_and_acl_written_from_the_registry(
     for service in (once, watch):
         assert service["command"][:4] == ["broker", "config", "/mosquitto/auth", "--auth-only"]
         assert "broker-auth:/mosquitto/auth" in service["volumes"]
-        assert {"TELECARE_MQTT_PASSWORD", "TELECARE_MQTT_ALERTS_PASSWORD"} <= service["environment"].keys()
+        assert {"TELECARE_MQTT_PASSWORD", "TELECARE_MQTT_ALERTS_PASSWORD",
+                "TELECARE_MQTT_ADMIN_PASSWORD"} <= service["environment"].keys()
+        # Changes reach the running broker over its control topic on the internal listener.
+        assert service["environment"]["TELECARE_MQTT_HOST"] == "mosquitto"
+        assert service["environment"]["TELECARE_MQTT_PORT"] == "1883"
         assert service["networks"] == ["internal"] and "ports" not in service
     # SIGHUP to Mosquitto, process 1 of the namespace the watcher shares with it.
     assert watch["pid"] == "service:mosquitto"
@@ -222,3 +230,7 @@ def test_the_broker_reads_the_password_file_and_acl_written_from_the_registry(
     assert "pid" not in once
     # The API never connects to the broker: it holds no broker password.
     assert not {k for k in services(compose)["api"]["environment"] if k.startswith("TELECARE_MQTT")}
+    # Only the services that write the broker's files hold its admin secret.
+    holders = {name for name, service in services(compose).items()
+               if "TELECARE_MQTT_ADMIN_PASSWORD" in (service.get("environment") or {})}
+    assert holders == {"broker-auth", "broker-auth-watch"}
