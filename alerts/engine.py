@@ -91,6 +91,8 @@ class AlertEngine:
         self._use_cache = cache
         self._cache, self._configurations = self._new_caches()
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
+        # The last batch was full (or none was taken yet): a backlog, for triage to look into.
+        self._behind = True
         self._finished = threading.Event()
         self.leading = threading.Event()
         self.counters = EngineCounters()
@@ -142,6 +144,7 @@ class AlertEngine:
             # What a former session (or leader) saw may be gone; what it triaged is evaluated.
             self._cache, self._configurations = self._new_caches()
             self._scanned = 0
+            self._behind = True
             try:
                 if not self._wait_for_leadership(conn, stop):
                     return
@@ -183,11 +186,16 @@ class AlertEngine:
                 break
 
     def _drain(self, conn: Conn, stop: threading.Event) -> bool:
-        """Triage and drain until the queue is empty (True) or DRAIN_BUDGET_S has passed."""
+        """Triage and drain until the queue is empty (True) or DRAIN_BUDGET_S has passed.
+        Triage only behind a full batch: a batch that was not full took all there was, urgent
+        items included, and a triage pass before it would have read every item twice."""
         until = time.monotonic() + DRAIN_BUDGET_S
         while not stop.is_set():
-            self.triage_once(conn)
+            if self._behind:
+                self.triage_once(conn)
             if self.drain_once(conn) == 0:
+                return True
+            if not self._behind:
                 return True
             if time.monotonic() >= until:
                 return False
@@ -202,6 +210,8 @@ class AlertEngine:
         with conn.transaction():
             rows = repo.take_queue_batch(conn, self._batch_max, self._batch_citizens)
             self._evaluate_taken(conn, rows, now)
+        citizens = len({row["citizen_id"] for row in rows})
+        self._behind = len(rows) >= self._batch_max or citizens >= self._batch_citizens
         return len(rows)
 
     def triage_once(self, conn: Conn) -> int:

@@ -12,9 +12,16 @@ from alerts.rules.common import display, finding_about, unit
 from devices.catalogue import IMPLAUSIBLE
 
 
-def _window(history: Series, reading: ReadingView, within: timedelta) -> list[ReadingView]:
+def _lowest(history: Series, reading: ReadingView, within: timedelta) -> tuple[ReadingView, int]:
+    """The lowest (then earliest) reading within `within` up to `reading`, and how many there
+    are; `reading` itself when there are none. On the values list: the rule asks once per new
+    weight, and a window of a scale that sends often is long."""
     lo, hi = history.span(reading.measured_at - within, reading.measured_at)
-    return history.readings[lo:hi]
+    if hi == lo:
+        return reading, 1
+    low = min(history.values[lo:hi])
+    # The series is in time order: the first index of the lowest value is the earliest.
+    return history.readings[history.values.index(low, lo, hi)], hi - lo
 
 
 def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Finding]:
@@ -24,8 +31,7 @@ def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Fi
     for reading in ctx.new_readings:
         if reading.metric != "body_weight" or reading.quality == IMPLAUSIBLE:
             continue
-        window = _window(history, reading, gain.within) or [reading]
-        lowest = min(window, key=lambda r: (r.value, r.measured_at))
+        lowest, readings = _lowest(history, reading, gain.within)
         # Rounded to grams: 81.3 - 79.3 must be 2.0, not a hair above it.
         change = round(reading.value - lowest.value, 3)
         if change <= gain.kg:
@@ -38,7 +44,7 @@ def weight_gain(ctx: CitizenContext, gain: WeightGain, now: datetime) -> list[Fi
             explanation={"metric": "body_weight", "value": reading.value, "gain_kg": round(change, 3),
                          "limit_kg": gain.kg, "within_days": days, "lowest": lowest.value,
                          "lowest_at": lowest.measured_at.isoformat(),
-                         "readings": len(window)}))
+                         "readings": readings}))
     return findings
 
 

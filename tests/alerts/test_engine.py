@@ -121,6 +121,41 @@ def test_triage_takes_at_most_a_batch_of_citizens_and_looks_again_at_the_rest(
     assert sorted(row[0] for row in _alerts(dbconn)) == sorted(urgent)
 
 
+def test_a_drain_that_is_not_behind_takes_the_urgent_item_in_its_one_batch_without_triage(
+        db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    engine = AlertEngine(db, clock)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.drain_once(work) == 0  # an empty queue: not behind
+        in_band_device, in_band_citizen = enrolled(dbconn)
+        store(dbconn, bp_rows(in_band_device, in_band_citizen, clock.now, 1, systolic=125))
+        device, citizen = enrolled(dbconn)
+        store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
+        assert engine._drain(work, threading.Event()) is True
+    assert (engine.counters.triaged, engine.counters.batches) == (0, 1)
+    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
+
+
+def test_behind_a_full_batch_triage_takes_the_urgent_citizen_next(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(engine_module, "DRAIN_BUDGET_S", 0.0)  # one pass of the loop
+    engine = AlertEngine(db, clock, batch_citizens=1)
+    backlog = [enrolled(dbconn) for _ in range(3)]
+    for device, citizen in backlog:
+        store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=125))
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.drain_once(work) == 3  # one citizen: a full batch, so behind
+        # Triage takes the urgent citizen ahead of the two left, then one batch.
+        assert engine._drain(work, threading.Event()) is False
+    assert engine.counters.triaged == 3
+    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 3
+
+
 def test_a_drain_gives_way_to_the_tick_when_the_queue_does_not_empty(
         db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
