@@ -136,7 +136,8 @@ class AlertEngine:
                 delay = min(delay * 2, MAX_BACKOFF_S)
         finally:
             self._finished.set()
-            log.info("alert engine stopped: %s", self.counters)
+            log.info("alert engine stopped: %s; process CPU %.1f s", self.counters,
+                     time.process_time())
 
     def _session(self, stop: threading.Event) -> None:
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
@@ -279,6 +280,8 @@ class AlertEngine:
         # only where an alert of its rule is active, which one query for the batch tells.
         clearing = [citizen for citizen, findings in found.items()
                     if all(f.clears for f in findings)]
+        if not found:
+            return 0
         active = repo.active_rules(conn, clearing) if clearing else {}
         teams = repo.care_teams(conn, list(found))
         recorded = 0

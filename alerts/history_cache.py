@@ -31,6 +31,7 @@ class _Entry:
     since: datetime  # the history holds every stored item measured from here on
     history: CitizenHistory
     loaded: float  # time.monotonic() of the load
+    counted: int = 0  # its size as last added to the cache's total
 
 
 class HistoryCache:
@@ -43,6 +44,10 @@ class HistoryCache:
         self._refresh_after_s = refresh_after.total_seconds()
         self._keep = keep
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
+        # The entries' sizes, summed as they were last counted: a batch's citizens are counted
+        # again at their next batch (the items merged into them after a call count from then),
+        # so the bound holds to within a batch, with no walk over every entry per batch.
+        self._total = 0
         self.loads = 0  # citizens loaded from the database (a figure for the logs and tests)
 
     def __len__(self) -> int:
@@ -60,10 +65,15 @@ class HistoryCache:
         if stale:
             self.loads += len(stale)
             for citizen, history in load_series(conn, stale).items():
+                replaced = self._entries.get(citizen)
+                self._total -= replaced.counted if replaced else 0
                 self._entries[citizen] = _Entry(stale[citizen][0], history, now)
         for citizen, (since, _) in windows.items():
             self._entries.move_to_end(citizen)
-            self._trim(self._entries[citizen], since - self._keep)
+            entry = self._entries[citizen]
+            self._trim(entry, since - self._keep)
+            self._total += entry.history.size - entry.counted
+            entry.counted = entry.history.size
         self._evict(keep=len(windows))
         return {citizen: self._entries[citizen].history for citizen in windows}
 
@@ -82,7 +92,6 @@ class HistoryCache:
     def _evict(self, keep: int) -> None:
         """Forget the least recently used citizens beyond the bound (never the `keep` most
         recent: the batch in hand)."""
-        total = sum(entry.history.size for entry in self._entries.values())
-        while total > self._max_items and len(self._entries) > keep:
+        while self._total > self._max_items and len(self._entries) > keep:
             _, entry = self._entries.popitem(last=False)
-            total -= entry.history.size
+            self._total -= entry.counted

@@ -104,6 +104,24 @@ def test_the_least_recently_used_citizens_are_forgotten_beyond_the_bound(dbconn:
     assert _systolic(context[citizens[0]]) == [120]
 
 
+def test_items_merged_from_the_queue_count_towards_the_bound(dbconn: Conn) -> None:
+    clock = FakeClock()
+    (first_device, first), (device, citizen) = enrolled(dbconn), enrolled(dbconn)
+    store(dbconn, bp_rows(first_device, first, clock.now, 1, systolic=120))
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=120))
+    _taken(dbconn)
+    cache = HistoryCache(max_items=6)  # the two citizens' three readings each
+    load_contexts(dbconn, [first], clock.now, cache=cache)
+    load_contexts(dbconn, [citizen], clock.now, cache=cache)
+    for seq in (2, 3):  # the second citizen grows by the queue alone: no load
+        clock.advance(60)
+        store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=120))
+        load_contexts(dbconn, [citizen], clock.now, new=_taken(dbconn), cache=cache)
+    assert (cache.loads, len(cache)) == (2, 1)  # over the bound: the first one forgotten
+    load_contexts(dbconn, [first], clock.now, cache=cache)
+    assert cache.loads == 3
+
+
 def test_the_prepared_series_are_what_the_rules_would_cut_from_the_readings(
         dbconn: Conn) -> None:
     clock = FakeClock()
