@@ -1,5 +1,5 @@
 """`telecare migrate | ingest | alerts | api | users | citizens | devices | broker | simulate | demo |
-schema`."""
+nab | schema`."""
 
 from __future__ import annotations
 
@@ -308,6 +308,24 @@ def cmd_broker_certs(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nab_score(_settings: Settings, args: argparse.Namespace) -> int:
+    from anomaly.errors import InvalidNabInput
+    from anomaly.nab.files import load_corpus
+    from anomaly.nab.scoring import PROFILES, score_corpus
+
+    try:
+        corpus = load_corpus(Path(args.out_dir), Path(args.labels))
+    except (InvalidNabInput, OSError) as exc:
+        print(f"telecare nab score: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(corpus)} files, {sum(len(s.windows) for s in corpus)} windows")
+    print(f"{'profile':<20} {'threshold':>10} {'raw':>10} {'score':>7}")
+    for profile in PROFILES:
+        result = score_corpus(corpus, profile)
+        print(f"{profile.name:<20} {result.threshold:>10.6f} {result.raw:>10.4f} {result.normalised:>7.2f}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -459,6 +477,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=2000.0,
                       help="replay the last two days at this many simulated seconds per second")
     demo.set_defaults(run=cmd_demo)
+
+    nab = sub.add_parser("nab", help="the Numenta Anomaly Benchmark (docs/nab.md)")
+    nab_sub = nab.add_subparsers(dest="nab_command", required=True)
+    nab_score = nab_sub.add_parser("score", help="score a detector's results with NAB's rules: the "
+                                   "three profiles, each with its threshold optimised on the corpus")
+    nab_score.add_argument("out_dir", help="results: one CSV with an anomaly_score column per labelled file")
+    nab_score.add_argument("labels", help="labels.json: file -> list of [start, end] windows")
+    nab_score.set_defaults(run=cmd_nab_score)
 
     schema = sub.add_parser("schema", help="write the protocol's JSON Schemas")
     schema.add_argument("--out", default="docs/schema")

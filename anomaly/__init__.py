@@ -1,0 +1,1 @@
+"""Anomaly detection on a citizen's own series, and the yardstick it is measured with (NAB)."""

@@ -1,0 +1,1 @@
+"""The Numenta Anomaly Benchmark's scoring rules, reimplemented, and its file formats."""
