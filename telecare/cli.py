@@ -206,7 +206,8 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _apply_broker_config(settings: Settings, args: argparse.Namespace, conn: Any) -> None:
-    """Write passwd and acl (and a mosquitto.conf) into args.out_dir; SIGHUP the broker if asked."""
+    """Write passwd and the dynamic-security file (and a mosquitto.conf) into args.out_dir and
+    apply the changes to a running broker; SIGHUP it if asked."""
     from telecare import broker
 
     out = Path(args.out_dir)
@@ -225,7 +226,7 @@ def _apply_broker_config(settings: Settings, args: argparse.Namespace, conn: Any
     pid = broker.broker_pid(args.pid, Path(args.pid_file) if args.pid_file else None)
     if pid is not None:
         broker.reload_broker(pid)
-        print(f"broker (pid {pid}) reloads its password file and ACL")
+        print(f"broker (pid {pid}) reloads its password file")
 
 
 def cmd_citizens_erase(settings: Settings, args: argparse.Namespace) -> int:
@@ -417,17 +418,19 @@ def _parser() -> argparse.ArgumentParser:
         change = credentials_sub.add_parser(name, help=text, parents=[reload_args])
         change.add_argument("device_id")
         change.add_argument("--broker-config", dest="out_dir", default=None,
-                            help="then write passwd and acl into this directory")
+                            help="then write passwd and dynamic-security.json into this directory")
     credentials_sub.add_parser("list", help="the device's credentials, newest first"
                                ).add_argument("device_id")
 
-    broker_cmd = sub.add_parser("broker", help="the broker's password file, ACL and certificates")
+    broker_cmd = sub.add_parser("broker", help="the broker's password file, access rules and certificates")
     broker_sub = broker_cmd.add_subparsers(dest="broker_command", required=True)
     config = broker_sub.add_parser("config", parents=[reload_args],
-                                   help="write passwd, acl and mosquitto.conf from the registry")
+                                   help="write passwd, dynamic-security.json and mosquitto.conf from the "
+                                        "registry")
     config.add_argument("out_dir")
     config.add_argument("--auth-only", action="store_true",
-                        help="passwd and acl only (compose.yaml: deploy/mosquitto.conf reads them)")
+                        help="passwd and dynamic-security.json only (compose.yaml: "
+                             "deploy/mosquitto.conf reads them)")
     config.add_argument("--tls-port", type=int, default=8883)
     config.add_argument("--no-tls", action="store_true", help="no TLS listener")
     config.add_argument("--certs", default=None, help="ca.crt, server.crt, server.key "
@@ -437,9 +440,9 @@ def _parser() -> argparse.ArgumentParser:
                         "('' for every interface)")
     config.add_argument("--run-as", default=None, help="the user Mosquitto drops to")
     config.add_argument("--owner", default=None, metavar="UID:GID",
-                        help="give passwd and acl to the broker's user (compose: 1883:1883)")
+                        help="give both files to the broker's user (compose: 1883:1883)")
     config.add_argument("--watch", type=float, default=None, metavar="SECONDS",
-                        help="write passwd and acl again every SECONDS, reloading on a change")
+                        help="write both files again every SECONDS, applying a change")
     config.set_defaults(run=cmd_broker_config)
     certs = broker_sub.add_parser("certs", help="a local CA and a broker server certificate "
                                   "for a test setup")
