@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY core core
 COPY devices devices
 COPY alerts alerts
+COPY anomaly anomaly
 COPY ingest ingest
 COPY api api
 COPY simulators simulators

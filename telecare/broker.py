@@ -387,8 +387,10 @@ def update_broker(settings: Settings, desired: Access) -> int | None:
     configured, nothing listening: a broker that starts later reads the file) or it failed."""
     secret = settings.mqtt_admin_password
     if secret is None or not secret.get_secret_value() or not settings.mqtt_host:
-        log.debug("no TELECARE_MQTT_ADMIN_PASSWORD or TELECARE_MQTT_HOST: a running broker "
-                  "keeps its access control until it restarts and reads %s", ACL)
+        # A warning: a device added now could log in (the password file is reloaded) and yet
+        # publish nothing until the broker restarts.
+        log.warning("no TELECARE_MQTT_ADMIN_PASSWORD or TELECARE_MQTT_HOST: a running broker "
+                    "keeps its access control until it restarts and reads %s", ACL)
         return None
     try:
         with Control(settings, secret.get_secret_value()) as control:
