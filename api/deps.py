@@ -32,6 +32,7 @@ class Caller:
     role: str
     username: str | None = None
     token_expires_at: datetime | None = None
+    token_generation: int | None = None
     # One per request: a request looks at a citizen once in the audit log.
     request_id: UUID = field(default_factory=uuid4)
     route: str = ""
@@ -71,18 +72,22 @@ def current_caller(request: Request,
     policy: TokenPolicy = request.app.state.token_policy
     clock: Clock = request.app.state.clock
     claims = read_access_token(token, policy.key, clock())
-    role = _current_role(request.app.state.pool, claims.user_id)
+    role = current_role(request.app.state.pool, claims.user_id, claims.generation)
     return _in_request(Caller(subject=str(claims.user_id), role=role, username=claims.username,
-                              token_expires_at=claims.expires_at), request)
+                              token_expires_at=claims.expires_at,
+                              token_generation=claims.generation), request)
 
 
-def _current_role(pool: ConnectionPool, user_id: UUID) -> str:
-    """The user's role now: a user disabled (or removed) since the token was issued is signed
-    out at once, and one whose role changed acts in the new role, whatever the token says."""
+def current_role(pool: ConnectionPool, user_id: UUID, generation: int) -> str:
+    """The user's role now: a user disabled (or removed) since the token was issued, or whose
+    password was changed or who was disabled since (the token's generation is older), is signed
+    out at once; one whose role changed acts in the new role, whatever the token says."""
     with pool.connection() as conn:
         user = auth_repo.user_by_id(conn, user_id)
     if user is None or user.disabled_at is not None:
         raise NotSignedIn("this user may no longer sign in; the token is not valid")
+    if user.token_generation != generation:
+        raise NotSignedIn("this token was ended by a new password or a disabling; sign in again")
     return user.role
 
 

@@ -19,6 +19,8 @@ class User:
     role: Role
     created_at: datetime
     disabled_at: datetime | None
+    # Counted up by a new password and by disabling: access tokens of an older one are void.
+    token_generation: int = 0
     password_hash: str = field(repr=False, default="")
 
 

@@ -16,7 +16,7 @@ from api.auth.models import User
 Conn = psycopg.Connection[Any]
 
 USER_COLUMNS = sql.SQL("id, username, display_name, role, created_at, disabled_at, "
-                       "password_hash")
+                       "token_generation, password_hash")
 INSERT_USER = sql.SQL("""
 INSERT INTO users (username, display_name, role, password_hash, created_at)
 VALUES (%s, %s, %s, %s, %s)
@@ -43,6 +43,8 @@ CLEAR_FAILURES = "DELETE FROM sign_in_failures WHERE username = %s"
 BLOCKED_USERNAMES = "SELECT username FROM sign_in_failures WHERE blocked_until > %s"
 SET_HASH = "UPDATE users SET password_hash = %s WHERE id = %s"
 SET_DISABLED = "UPDATE users SET disabled_at = %s WHERE id = %s"
+# Every access token issued before is void from this commit on (api/deps.py checks the claim).
+END_ACCESS_TOKENS = "UPDATE users SET token_generation = token_generation + 1 WHERE id = %s"
 
 
 INSERT_REFRESH = """
@@ -137,6 +139,10 @@ def set_password_hash(conn: Conn, user_id: UUID, password_hash: str) -> None:
 
 def set_disabled(conn: Conn, user_id: UUID, at: datetime | None) -> None:
     conn.execute(SET_DISABLED, (at, user_id))
+
+
+def end_access_tokens(conn: Conn, user_id: UUID) -> None:
+    conn.execute(END_ACCESS_TOKENS, (user_id,))
 
 
 def insert_refresh(conn: Conn, token_id: UUID, user_id: UUID, family: UUID, token_hash: bytes,

@@ -185,10 +185,12 @@ def _existing(conn: Conn, username: str) -> User:
 
 
 def disable_user(conn: Conn, username: str, now: datetime) -> None:
-    """No more sign-ins or refreshes; access tokens already out end within their lifetime."""
+    """No more sign-ins or refreshes; every access token already out ends at once (and stays
+    void if the user is enabled again)."""
     with conn.transaction():
         user = _existing(conn, username)
         repo.set_disabled(conn, user.id, now)
+        repo.end_access_tokens(conn, user.id)
         repo.revoke_user_refresh(conn, user.id, now)
 
 
@@ -204,11 +206,13 @@ def unlock(conn: Conn, username: str) -> None:
 
 
 def set_password(conn: Conn, username: str, password: str, now: datetime) -> None:
-    """A new password (and an end to any lock); every sign-in with the old one is revoked."""
+    """A new password (and an end to any lock); every sign-in with the old one is revoked:
+    its refresh tokens, and its access tokens at once."""
     hashed = hash_password(_valid_password(password))
     with conn.transaction():
         user = _existing(conn, username)
         repo.set_password_hash(conn, user.id, hashed)
+        repo.end_access_tokens(conn, user.id)
         repo.clear_failures(conn, user.username)
         repo.revoke_user_refresh(conn, user.id, now)
 

@@ -37,6 +37,8 @@ class AccessClaims:
     username: str
     role: str
     expires_at: datetime
+    # The user's token_generation when it was issued (a new password or disabling counts up).
+    generation: int
 
 
 def signing_key(settings: Settings) -> str:
@@ -54,7 +56,7 @@ def signing_key(settings: Settings) -> str:
 def issue_access_token(user: User, key: str, now: datetime, ttl: timedelta) -> str:
     claims = {"iss": ISSUER, "sub": str(user.id), "name": user.username, "role": user.role,
               "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
-              "jti": secrets.token_hex(8)}
+              "jti": secrets.token_hex(8), "gen": user.token_generation}
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -63,16 +65,19 @@ def read_access_token(token: str, key: str, now: datetime) -> AccessClaims:
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"verify_exp": False, "verify_iat": False,
-                                     "require": ["iss", "sub", "exp", "iat", "role", "name"]})
+                                     "require": ["iss", "sub", "exp", "iat", "role", "name",
+                                                 "gen"]})
         expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
         user_id = UUID(str(claims["sub"]))
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
         raise NotSignedIn("the access token is not valid") from exc
     if now > expires_at + LEEWAY:
         raise NotSignedIn("the access token has expired")
-    if claims["role"] not in ROLES or not isinstance(claims["name"], str):
+    generation = claims["gen"]
+    if (claims["role"] not in ROLES or not isinstance(claims["name"], str)
+            or not isinstance(generation, int) or isinstance(generation, bool)):
         raise NotSignedIn("the access token is not valid")
-    return AccessClaims(user_id, claims["name"], claims["role"], expires_at)
+    return AccessClaims(user_id, claims["name"], claims["role"], expires_at, generation)
 
 
 def new_refresh_token() -> str:

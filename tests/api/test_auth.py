@@ -225,6 +225,60 @@ def test_a_disabled_user_cannot_sign_in_or_refresh(
     assert sign_in(client, nurse).status_code == 200
 
 
+@pytest.mark.parametrize("change", ["password", "disable"])
+def test_a_new_password_or_disabling_ends_the_users_access_tokens_at_once(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str, change: str) -> None:
+    first, second = sign_in(client, nurse).json(), sign_in(client, nurse).json()
+    for tokens in (first, second):
+        assert client.get("/v1/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
+    password = PASSWORD
+    if change == "password":
+        password = "a new password, long enough"
+        service.set_password(conn, nurse, password, NOW)  # as `telecare users password`
+    else:
+        service.disable_user(conn, nurse, NOW)
+        service.enable_user(conn, nurse)  # enabled again: the old tokens stay void
+    for tokens in (first, second):  # the same second, long before they expire
+        problem(client.get("/v1/auth/me", headers=bearer(tokens["access_token"])), 401,
+                "not_signed_in")
+        problem(client.get("/v1/teams", headers=bearer(tokens["access_token"])), 401,
+                "not_signed_in")
+        problem(client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+                400, "invalid_grant")
+    fresh = sign_in(client, nurse, password).json()  # issued in the same second, after it
+    assert client.get("/v1/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
+    renewed = client.post("/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    assert client.get("/v1/auth/me",
+                      headers=bearer(renewed.json()["access_token"])).status_code == 200
+
+
+def test_an_administrator_ending_a_users_sign_ins_over_the_api_ends_the_access_token(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
+    admin = f"admin-{uuid.uuid4().hex[:8]}"
+    service.create_user(conn, admin, "Admin Test", "administrator", PASSWORD, NOW)
+    admin_token = bearer(sign_in(client, admin).json()["access_token"])
+    token = bearer(sign_in(client, nurse).json()["access_token"])
+    changed = client.put(f"/v1/users/{nurse}/password", json={"password": "x" * 12},
+                         headers=admin_token)
+    assert changed.status_code == 200, changed.text
+    problem(client.get("/v1/auth/me", headers=token), 401, "not_signed_in")
+    token = bearer(sign_in(client, nurse, "x" * 12).json()["access_token"])
+    assert client.post(f"/v1/users/{nurse}/disable", headers=admin_token).status_code == 200
+    assert client.post(f"/v1/users/{nurse}/enable", headers=admin_token).status_code == 200
+    problem(client.get("/v1/auth/me", headers=token), 401, "not_signed_in")
+    assert client.get("/v1/auth/me", headers=admin_token).status_code == 200  # not the others'
+
+
+def test_a_token_without_the_generation_claim_is_refused(
+        client: TestClient, conn: psycopg.Connection[Any], nurse: str) -> None:
+    token = sign_in(client, nurse).json()["access_token"]
+    claims = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
+    del claims["gen"]
+    problem(client.get("/v1/auth/me", headers=bearer(jwt.encode(claims, KEY, algorithm="HS256"))),
+            401, "not_signed_in")
+
+
 def test_when_sign_in_is_required_only_health_and_sign_in_are_open(
         database: str, clock: Clock, nurse: str) -> None:
     with api(database, clock, auth_required=True) as client:
