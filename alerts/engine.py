@@ -37,7 +37,7 @@ from alerts.models import CitizenContext, Finding
 from alerts.priority import urgent_citizens
 from alerts.rules import evaluate_new, evaluate_tick
 from core import locks
-from core.db import cancel_when_stop_overruns, describe_error
+from core.db import cancel_when_stop_overruns, describe_error, use_utc
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ class AlertEngine:
 
     def _session(self, stop: threading.Event) -> None:
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
+            use_utc(conn)
             self._conn = conn
             # What a former session (or leader) saw may be gone; what it triaged is evaluated.
             self._cache, self._configurations = self._new_caches()
