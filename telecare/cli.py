@@ -327,6 +327,19 @@ def cmd_nab_score(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nab_detect(_settings: Settings, args: argparse.Namespace) -> int:
+    from anomaly.errors import InvalidNabInput
+    from anomaly.nab.detect import detect_tree
+
+    try:
+        written = detect_tree(Path(args.in_dir), Path(args.out_dir))
+    except (InvalidNabInput, OSError) as exc:
+        print(f"telecare nab detect: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} files scored into {args.out_dir}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -488,6 +501,12 @@ def _parser() -> argparse.ArgumentParser:
     nab_score.add_argument("out_dir", help="results: one CSV with an anomaly_score column per labelled file")
     nab_score.add_argument("labels", help="labels.json: file -> list of [start, end] windows")
     nab_score.set_defaults(run=cmd_nab_score)
+    nab_detect = nab_sub.add_parser("detect", help="score every timestamp,value CSV with the anomaly "
+                                    "detector, causally, row by row")
+    nab_detect.add_argument("in_dir", help="NAB data: timestamp,value CSVs, searched recursively")
+    nab_detect.add_argument("out_dir", help="where each file goes, at the same relative path, with an "
+                            "added anomaly_score column")
+    nab_detect.set_defaults(run=cmd_nab_detect)
 
     schema = sub.add_parser("schema", help="write the protocol's JSON Schemas")
     schema.add_argument("--out", default="docs/schema")

@@ -1,0 +1,117 @@
+"""The streaming detector: causal, bounded, and a stored state continues with identical scores."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anomaly.detector import LEARNING, Detector, DetectorConfig, Explanation
+
+START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+# Small enough that hypothesis's series fill and wrap the histories, refit often and hold.
+SMALL = DetectorConfig(history=40, refit_every=3, learning_rows=8, windows=(1, 3), volatility=(2, 5),
+                       rhythm_slot_seconds=3600, rhythm_depth=4, hold_rows=5)
+CONFIGS = st.sampled_from([SMALL, DetectorConfig()])
+
+# Mostly noise, sometimes a spike (so that detections and holds happen), and repeated values (flat
+# stretches and ties).
+values = st.one_of(
+    st.tuples(st.floats(-1.0, 1.0), st.integers(0, 15)).map(lambda p: p[0] * (1e4 if p[1] == 0 else 1)),
+    st.sampled_from([0.0, 1.0]),
+    st.floats(-1e6, 1e6),
+)
+series = st.tuples(st.lists(values, min_size=30, max_size=300), st.integers(1, 7200))
+
+
+def run(config: DetectorConfig, points: list[float], step: int,
+        detector: Detector | None = None, first: int = 0) -> list[tuple[float, Explanation]]:
+    detector = detector or Detector(config)
+    return [detector.update(START + timedelta(seconds=step * (first + i)), x) for i, x in enumerate(points)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONFIGS, series, st.lists(values, min_size=1, max_size=100))
+def test_appending_future_points_never_changes_past_scores(
+        config: DetectorConfig, history: tuple[list[float], int], future: list[float]) -> None:
+    points, step = history
+    assert run(config, points + future, step)[:len(points)] == run(config, points, step)
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONFIGS, series)
+def test_scores_are_within_zero_and_one(config: DetectorConfig, history: tuple[list[float], int]) -> None:
+    points, step = history
+    for score, why in run(config, points, step):
+        assert 0.0 <= score <= 1.0
+        assert math.isfinite(why.surprise) and why.surprise >= 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONFIGS, series, st.data())
+def test_a_state_stored_as_json_continues_with_identical_scores(
+        config: DetectorConfig, history: tuple[list[float], int], data: st.DataObject) -> None:
+    points, step = history
+    # Stored and reloaded before each of these rows (every row with the small configuration).
+    everywhere = set(range(len(points)))
+    splits = everywhere if config == SMALL else data.draw(st.sets(st.sampled_from(sorted(everywhere)),
+                                                                  max_size=5))
+    detector = Detector(config)
+    resumed = []
+    for i, x in enumerate(points):
+        if i in splits:
+            detector = Detector.from_state(json.loads(json.dumps(detector.state(), allow_nan=False)))
+        resumed.append(detector.update(START + timedelta(seconds=step * i), x))
+    assert resumed == run(config, points, step)
+
+
+def noisy(n: int) -> list[float]:
+    """A deterministic, irregular series around 10 (no randomness in the test)."""
+    return [10.0 + math.sin(i * 1.7) + 0.5 * math.sin(i * 0.31) for i in range(n)]
+
+
+def test_learns_first_then_flags_a_spike_once_and_says_why() -> None:
+    scored = run(DetectorConfig(), [*noisy(600), 30.0, 30.0, *noisy(20)], 300)
+    assert scored[0] == (0.0, LEARNING)
+    assert max(score for score, _ in scored[200:600]) < 0.5
+    score, why = scored[600]
+    assert score > 0.5
+    # The jump is both a value far above the usual and a change far larger than usual.
+    assert why.feature in {"value", "volatility_4"} and why.deviation > 5 and not why.held
+    assert why.deviation == (why.observed - why.baseline) / why.spread
+    assert why.surprise > DetectorConfig().alarm_surprise
+    # The next rows are held: one alarm per excursion, however surprising the row after it is.
+    assert scored[601][0] == 0.0 and scored[601][1].held
+
+
+def test_a_state_stored_during_a_hold_continues_it() -> None:
+    points = [*noisy(600), 30.0, *noisy(50)]
+    detector = Detector()
+    run(detector.config, points[:601], 300, detector)
+    assert detector.state()["hold"] > 0
+    resumed = run(detector.config, points[601:], 300, Detector.from_state(json.loads(json.dumps(
+        detector.state()))), first=601)
+    assert resumed == run(DetectorConfig(), points, 300)[601:]
+
+
+def test_a_stored_state_names_its_version_and_refuses_another() -> None:
+    detector = Detector()
+    run(detector.config, noisy(100), 60, detector)
+    state = detector.state()
+    assert state["version"] == 1
+    with pytest.raises(ValueError, match="version"):
+        Detector.from_state({**state, "version": 99})
+
+
+def test_a_value_that_is_not_finite_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a finite number"):
+        Detector().update(START, math.nan)
+
+
+def test_a_configuration_without_increasing_windows_is_refused() -> None:
+    with pytest.raises(ValueError, match="windows"):
+        DetectorConfig(windows=(4, 1))
