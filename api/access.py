@@ -116,16 +116,17 @@ def visible(caller: Caller, kind: Kind, now: datetime) -> tuple[sql.Composable, 
 
 
 def citizen(conn: Conn, caller: Caller, citizen_id: UUID, kind: Kind, now: datetime, *,
-            change: bool = False, export: bool = False) -> Window:
+            change: bool = False, export: bool = False, what: str | None = None) -> Window:
     """What the caller may see of the citizen's `kind` of data; CitizenNotFound when nothing
     (also when the citizen does not exist), NotAllowed when `change` and the caller may only
-    look. The look is recorded (api/audit.py) as a read, a change or an export."""
+    look. The look is recorded (api/audit.py) as a read, a change or an export of `what`
+    (default: the kind)."""
     window = _window(conn, caller, citizen_id, kind, now)
     if change and not _may_change(caller):
         _refused(caller, "change", kind, citizen_id)
         raise NotAllowed(f"a {caller.role} may look at this but not change it")
     action: audit.Action = "change" if change else "export" if export else "read"
-    audit.record(conn, caller, action, kind, [citizen_id], now)
+    audit.record(conn, caller, action, what or kind, [citizen_id], now)
     return window
 
 
@@ -248,11 +249,13 @@ def _refused(caller: Caller, action: str, what: str, subject: UUID) -> None:
 
 # --- as route dependencies: a route names what it does with the path's citizen -------------
 
-def _on_path_citizen(kind: Kind, *, change: bool) -> Any:
+def _on_path_citizen(kind: Kind, *, change: bool, what: str | None = None) -> Any:
     def check(citizen_id: UUID, conn: DbDep, caller: CallerDep, now: NowDep) -> Window:
-        return citizen(conn, caller, citizen_id, kind, now, change=change)
+        return citizen(conn, caller, citizen_id, kind, now, change=change, what=what)
     return Depends(check)
 
 
 SeesCare = Annotated[Window, _on_path_citizen("care", change=False)]
 ChangesCare = Annotated[Window, _on_path_citizen("care", change=True)]
+# Who may see the citizen's data (proxies): changed by those who may change their care.
+ChangesAccess = Annotated[Window, _on_path_citizen("care", change=True, what="access")]

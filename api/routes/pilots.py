@@ -16,11 +16,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import audit
 from api.access import administers
 from api.auth.errors import NotAllowed
 from api.deps import LOCAL_OPERATOR, Caller, CallerDep, DbDep, NowDep, require_role
 from api.problems import problem, responses
 from api.schemas import NO_NUL, USERNAME_PATTERN, OptionalStoredTime
+from pilots import repository as pilots_repo
 from pilots import service
 from pilots.errors import PseudonymKeyMissing
 from pilots.models import Aggregates, Enrolment, Pilot, Viewer
@@ -168,10 +170,14 @@ def _enrolment(e: Enrolment) -> EnrolmentPublic:
 
 @router.get("/pilots/{pilot_id}/enrolments", response_model=list[EnrolmentPublic],
             responses=responses(403, 404, 422))
-def enrolments(pilot_id: UUID, conn: DbDep, caller: CallerDep) -> list[EnrolmentPublic]:
-    """Which citizens take part, when; administrators only (this names citizens)."""
+def enrolments(pilot_id: UUID, conn: DbDep, caller: CallerDep,
+               now: NowDep) -> list[EnrolmentPublic]:
+    """Which citizens take part, when; administrators only (this names citizens, each recorded
+    in the audit log)."""
     require_role(caller, "administrator")
-    return [_enrolment(e) for e in service.enrolments(conn, pilot_id)]
+    found = service.enrolments(conn, pilot_id)
+    audit.searched(conn, caller, "pilots", (e.citizen_id for e in found), now)
+    return [_enrolment(e) for e in found]
 
 
 @router.post("/pilots/{pilot_id}/enrolments", response_model=EnrolmentPublic, status_code=201,
@@ -181,8 +187,10 @@ def enrol(pilot_id: UUID, body: EnrolmentCreate, conn: DbDep, caller: CallerDep,
     """The citizen takes part from valid_from until valid_until, within the pilot's period;
     administrators only. 409 when that overlaps an enrolment the citizen has in the pilot."""
     require_role(caller, "administrator")
-    return _enrolment(service.enrol(conn, pilot_id, body.citizen_id, body.valid_from or now,
-                                    body.valid_until, caller.subject, now))
+    enrolment = service.enrol(conn, pilot_id, body.citizen_id, body.valid_from or now,
+                              body.valid_until, caller.subject, now)
+    audit.record(conn, caller, "change", "pilots", [enrolment.citizen_id], now)
+    return _enrolment(enrolment)
 
 
 @router.delete("/pilots/{pilot_id}/enrolments/{enrolment_id}", status_code=204,
@@ -191,5 +199,8 @@ def end_enrolment(pilot_id: UUID, enrolment_id: EnrolmentId, conn: DbDep, caller
                   now: NowDep) -> Response:
     """The citizen leaves the pilot now (one not yet started is removed); administrators only."""
     require_role(caller, "administrator")
-    service.end_enrolment(conn, pilot_id, enrolment_id, now)
+    found = pilots_repo.enrolment(conn, pilot_id, enrolment_id)
+    service.end_enrolment(conn, pilot_id, enrolment_id, now)  # EnrolmentNotFound without one
+    if found is not None:
+        audit.record(conn, caller, "change", "pilots", [found.citizen_id], now)
     return Response(status_code=204)

@@ -1,5 +1,6 @@
 """Who works in a care team, and the proxies (fuldmagter) a citizen gives relatives: the
-relations api/access.py checks. Changing them is audited by who did it (granted_by)."""
+relations api/access.py checks. Every change is in the audit log: a proxy's as a change of the
+citizen's access, a team membership's without a citizen (it names none)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Response
 
-from api import access, relations
-from api.access import ChangesCare, SeesCare
+from api import access, audit, relations
+from api.access import ChangesAccess, SeesCare
 from api.deps import CallerDep, DbDep, NowDep, require_role
 from api.problems import responses
 from api.schemas import USERNAME_PATTERN, MemberPublic, ProxyCreate, ProxyPublic
@@ -36,16 +37,18 @@ def add_member(team_id: UUID, username: UsernamePath, conn: DbDep, caller: Calle
     user who is not a nurse."""
     require_role(caller, "administrator")
     relations.add_member(conn, username, team_id, now)
+    audit.record(conn, caller, "change", "team_members", [None], now)
     return Response(status_code=204)
 
 
 @router.delete("/teams/{team_id}/members/{username}", status_code=204, response_class=Response,
                responses=responses(403, 404, 422))
-def remove_member(team_id: UUID, username: UsernamePath, conn: DbDep,
-                  caller: CallerDep) -> Response:
+def remove_member(team_id: UUID, username: UsernamePath, conn: DbDep, caller: CallerDep,
+                  now: NowDep) -> Response:
     """The nurse no longer works in the team; administrators only."""
     require_role(caller, "administrator")
     relations.remove_member(conn, username, team_id)
+    audit.record(conn, caller, "change", "team_members", [None], now)
     return Response(status_code=204)
 
 
@@ -58,7 +61,7 @@ def proxies(citizen_id: UUID, _access: SeesCare, conn: DbDep) -> list[ProxyPubli
 
 @router.post("/citizens/{citizen_id}/proxies", response_model=ProxyPublic, status_code=201,
              responses=responses(400, 403, 404, 422))
-def grant_proxy(citizen_id: UUID, _access: ChangesCare, body: ProxyCreate, conn: DbDep,
+def grant_proxy(citizen_id: UUID, _access: ChangesAccess, body: ProxyCreate, conn: DbDep,
                 caller: CallerDep, now: NowDep) -> ProxyPublic:
     """The relative may see the citizen's data of `kinds` measured from valid_from (default now)
     until valid_until, while that lasts. 422 for a user who is not a relative."""
@@ -69,7 +72,7 @@ def grant_proxy(citizen_id: UUID, _access: ChangesCare, body: ProxyCreate, conn:
 
 @router.delete("/citizens/{citizen_id}/proxies/{proxy_id}", response_model=ProxyPublic,
                responses=responses(403, 404, 422))
-def revoke_proxy(citizen_id: UUID, proxy_id: ProxyId, _access: ChangesCare, conn: DbDep,
+def revoke_proxy(citizen_id: UUID, proxy_id: ProxyId, _access: ChangesAccess, conn: DbDep,
                  now: NowDep) -> ProxyPublic:
     """The proxy no longer holds, from now (revoking again changes nothing)."""
     return ProxyPublic.model_validate(relations.revoke_proxy(conn, citizen_id, proxy_id, now))
