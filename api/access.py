@@ -21,6 +21,7 @@ logged."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -79,6 +80,7 @@ _TEAM_RELATIONS: dict[str, str] = {
              "%(access_user)s) AND {active}",
 }
 ALERT_CITIZEN = "SELECT citizen_id, first_measured_at FROM alerts WHERE id = %s"
+ALERT_TIMES = "SELECT id, first_measured_at FROM alerts WHERE id = ANY(%s)"
 DEVICE_HOLDER = """
 SELECT p.citizen_id FROM device_pairings p WHERE p.device_id = %s AND upper_inf(p.valid)"""
 DEVICE_EXISTS = "SELECT 1 FROM devices WHERE id = %s"
@@ -139,6 +141,27 @@ def _window(conn: Conn, caller: Caller, citizen_id: UUID, kind: Kind, now: datet
         _refused(caller, "see", kind, citizen_id)
         raise CitizenNotFound(f"no citizen {citizen_id}")
     return Window(row[0], row[1])
+
+
+def windows(conn: Conn, caller: Caller, citizens: Iterable[UUID], kind: Kind,
+            now: datetime) -> dict[UUID, Window]:
+    """Of `citizens`, those whose `kind` of data the caller may see now, with what they may
+    see of each (the relation, as for one citizen; a stream asks for the citizens of its
+    events). Refusals are not logged one by one: a list simply leaves them out."""
+    relation, params = visible(caller, kind, now)
+    query = sql.SQL("SELECT citizen_id, since, until FROM ({relation}) v"
+                    " WHERE v.citizen_id = ANY(%(citizens)s)").format(relation=relation)
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(query, {**params, "citizens": list(set(citizens))}).fetchall()
+    return {row[0]: Window(row[1], row[2]) for row in rows}
+
+
+def alert_times(conn: Conn, alert_ids: Iterable[int]) -> dict[int, datetime]:
+    """When each alert's data was first measured: a relative sees an alert only when that lies
+    within their proxy (as `alert`)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(ALERT_TIMES, (list(set(alert_ids)),)).fetchall()
+    return {int(row[0]): row[1] for row in rows}
 
 
 def alert(conn: Conn, caller: Caller, alert_id: int, now: datetime, *,

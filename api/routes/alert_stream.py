@@ -10,16 +10,26 @@ client: a notification carries only a history id, and the hub reads the committe
 from the table before fanning them out. Each client has a bounded queue; a client too slow to
 keep up is disconnected rather than allowed to hold anyone up, and resumes with its
 Last-Event-ID, missing nothing. Comment lines every 15 s keep proxies from closing an idle
-stream."""
+stream.
+
+Who may follow a team's stream is checked when it opens (api/access.py `team`); what each
+stream carries is then filtered by the caller's relation to each event's citizen, the same
+`visible` relation as every other route (a nurse: only the citizens she may see now; a citizen
+who left her teams drops out), and each citizen whose data a stream pushes is recorded in the
+audit log once, under the stream's request, before their first event goes out. The relation is
+cached per stream (`StreamView`) and read again at most every VIEW_REFRESH_S; then the user is
+checked too: a user disabled, or signed out by a new password, ends their streams."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -33,7 +43,8 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts import delivery_repository as repo
 from api import access, audit
-from api.deps import Caller, CallerDep
+from api.auth.errors import NotSignedIn
+from api.deps import Caller, CallerDep, current_role
 from api.problems import responses
 from core.clock import Clock
 
@@ -50,6 +61,8 @@ REPLAY_PAGE = 500
 FAN_OUT_BATCH = 500
 LISTEN_READY_TIMEOUT_S = 10.0
 EVENT_STREAM = "text/event-stream"
+# How long a stream trusts what it read of the caller's relation (and the caller's user).
+VIEW_REFRESH_S = 5.0
 
 
 class Subscriber:
@@ -164,7 +177,87 @@ class AlertStreamHub:
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["stream_position"], "event": row["action"], "data": repo.event_data(row)}
+    return {"id": row["stream_position"], "event": row["action"], "data": repo.event_data(row),
+            "citizen_id": row["citizen_id"]}
+
+
+class StreamEnded(Exception):
+    """The stream may carry nothing more (the reason is the message)."""
+
+
+class StreamView:
+    """What one stream's caller may see of the citizens its events are about: the relation,
+    read for the citizens as they come and forgotten every `refresh_s` (then read again, with
+    the caller's user), and the citizens already recorded in the audit log for this stream.
+    Runs in the thread pool; each read takes a pooled connection for a moment."""
+
+    def __init__(self, pool: ConnectionPool, caller: Caller, clock: Clock, *,
+                 refresh_s: float = VIEW_REFRESH_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.pool, self.caller, self.clock = pool, caller, clock
+        self.refresh_s, self.monotonic = refresh_s, monotonic
+        self.windows: dict[UUID, access.Window | None] = {}
+        self.read_at = monotonic()
+        self.recorded: set[UUID] = set()
+
+    def admit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events the caller may see, in order, each citizen's first one recorded in the
+        audit log before it is returned; StreamEnded when the caller may no longer follow."""
+        if self.monotonic() - self.read_at >= self.refresh_s:
+            self._check_user()
+            self.windows.clear()
+            self.read_at = self.monotonic()
+        unknown = {e["citizen_id"] for e in events} - self.windows.keys()
+        if not unknown and all(self._settled(e) for e in events):
+            # The usual case: known citizens, seen whole and recorded already; no query.
+            return [e for e in events if self.windows[e["citizen_id"]] is not None]
+        now = self.clock()
+        with self.pool.connection() as conn:
+            if unknown:
+                found = access.windows(conn, self.caller, unknown, "alerts", now)
+                self.windows.update({c: found.get(c) for c in unknown})
+            clipped = [e["data"]["alert_id"] for e in events
+                       if (w := self.windows[e["citizen_id"]]) is not None
+                       and w != access.EVERYTHING]
+            begun = access.alert_times(conn, clipped) if clipped else {}
+            admitted = [e for e in events if self._sees(e, begun)]
+            new = list(dict.fromkeys(e["citizen_id"] for e in admitted
+                                     if e["citizen_id"] not in self.recorded))
+            if new:
+                try:
+                    audit.record(conn, self.caller, "search", "alert_stream", new, now)
+                except audit.AuditUnavailable as exc:
+                    raise StreamEnded("audit_unavailable") from exc
+        # Committed (leaving the pool's block) before any of it is sent.
+        self.recorded.update(new)
+        return admitted
+
+    def _settled(self, event: dict[str, Any]) -> bool:
+        window = self.windows[event["citizen_id"]]
+        return window is None or (window == access.EVERYTHING
+                                  and event["citizen_id"] in self.recorded)
+
+    def _sees(self, event: dict[str, Any], begun: dict[int, datetime]) -> bool:
+        window = self.windows[event["citizen_id"]]
+        if window is None:
+            return False
+        if window == access.EVERYTHING:
+            return True
+        at = begun.get(event["data"]["alert_id"])
+        return at is not None and window.holds(at)
+
+    def _check_user(self) -> None:
+        """The caller's user as it is now: its current role counts; disabled or signed out
+        (a new password) ends the stream."""
+        if self.caller.is_local_operator or self.caller.token_generation is None:
+            return
+        try:
+            role = current_role(self.pool, UUID(self.caller.subject),
+                                self.caller.token_generation)
+        except NotSignedIn as exc:
+            raise StreamEnded("signed_out") from exc
+        if role != self.caller.role:
+            self.caller = replace(self.caller, role=role)
 
 
 def _format(event: dict[str, Any]) -> str:
@@ -196,7 +289,7 @@ def _replay_page(pool: ConnectionPool, team_id: UUID, after: int) -> list[dict[s
 
 
 async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscriber,
-                  team_id: UUID, last_id: int | None) -> AsyncIterator[str]:
+                  view: StreamView, team_id: UUID, last_id: int | None) -> AsyncIterator[str]:
     try:
         yield f"retry: 1000\n: alert stream of team {team_id}\n\n"
         # Subscribed before reading the table: a change committed meanwhile is in both, and
@@ -206,9 +299,10 @@ async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscri
         last_sent = last_id if last_id is not None else 0
         while last_id is not None:
             page = await run_in_threadpool(_replay_page, pool, team_id, last_id)
-            for event in page:
-                last_sent = event["id"]
+            for event in await run_in_threadpool(view.admit, page):
                 yield _format(event)
+            if page:
+                last_sent = page[-1]["id"]
             if len(page) < REPLAY_PAGE:
                 break
             last_id = page[-1]["id"]
@@ -216,13 +310,21 @@ async def _stream(pool: ConnectionPool, hub: AlertStreamHub, subscriber: Subscri
             events = await subscriber.take(hub.heartbeat_s)
             if subscriber.ended is not None:
                 break
+            events = [event for event in events if event["id"] > last_sent]
             if not events:
+                await run_in_threadpool(view.admit, [])  # a user signed out meanwhile: ended
                 yield ": heartbeat\n\n"
-            for event in events:
-                if event["id"] > last_sent:
-                    last_sent = event["id"]
-                    yield _format(event)
+                continue
+            last_sent = events[-1]["id"]
+            for event in await run_in_threadpool(view.admit, events):
+                yield _format(event)
         log.info("alert stream of team %s ended (%s)", team_id, subscriber.ended)
+    except StreamEnded as exc:
+        log.info("alert stream of team %s ended (%s)", team_id, exc)
+    except psycopg.Error as exc:
+        # The relation or the record could not be read or written: nothing more is sent, and
+        # the client resumes from its Last-Event-ID.
+        log.warning("alert stream of team %s ended: %s", team_id, type(exc).__name__)
     finally:
         # Also when the client went away (the generator is cancelled): shielded, so the hub
         # stops listening once its last client is gone.
@@ -253,6 +355,7 @@ async def alert_stream(
     hub = _hub(request)
     subscriber = await hub.subscribe(team_id)
     last_id = last_event_header if last_event_header is not None else last_event_id
+    view = StreamView(pool, caller, clock, refresh_s=VIEW_REFRESH_S)
     return StreamingResponse(
-        _stream(pool, hub, subscriber, team_id, last_id), media_type=EVENT_STREAM,
+        _stream(pool, hub, subscriber, view, team_id, last_id), media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -56,10 +56,10 @@ def server(database: str) -> Iterator[Server]:
 
 
 @contextmanager
-def serving(database: str, clock: Clock) -> Iterator[Server]:
+def serving(database: str, clock: Clock, **settings: Any) -> Iterator[Server]:
     pool = open_pool(process_dsn(database, "api"), max_size=4)
-    app = create_app(Settings(database_url=database, auth_required=False), pool=pool,
-                     clock=clock)
+    app = create_app(Settings(**{"database_url": database, "auth_required": False, **settings}),
+                     pool=pool, clock=clock)
     app.state.alert_stream = AlertStreamHub(database, queue_max=2000, heartbeat_s=0.2)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
