@@ -41,14 +41,17 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
     "storage_backend": ("r", "r", "r"),
     "maintenance_jobs": ("r", "", ""),
     # the registry: managed over the API; ingest reads it and keeps device status
-    "citizens": ("rawd", "r", "r"),
-    "care_teams": ("rawd", "", "r"),
-    "devices": ("rawd", "r", "r"),
-    "device_pairings": ("rawd", "r", "r"),
+    # (never deleted over the API: a citizen is discharged, a pairing ended, both kept; only
+    # the owner's erasure deletes)
+    "citizens": ("raw", "r", "r"),
+    "care_teams": ("raw", "", "r"),
+    "devices": ("raw", "r", "r"),
+    "device_pairings": ("raw", "r", "r"),
     "device_status": ("r", "raw", "r"),
     "attribution_changes": ("ra", "", ""),
     # broker credentials of devices (hashes only): issued, rotated, revoked over the API;
-    # `telecare broker config` reads them as the owner; no device-facing process needs them
+    # `telecare broker config` reads them as the owner; no device-facing process needs them.
+    # The API writes the hash but never reads it back (HIDDEN_COLUMNS).
     "device_credentials": ("raw", "", ""),
     # what devices send: written by ingest only; re-pairing re-attributes (the API)
     "readings": ("rw", "ra", "r"),
@@ -58,11 +61,11 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
     # (the engine claims rows FOR UPDATE, which takes UPDATE)
     "evaluation_queue": ("a", "a", "rwd"),
     # care: set by nurses over the API, read by the rules
-    "citizen_plans": ("rawd", "", "r"),
+    "citizen_plans": ("raw", "", "r"),  # a plan ends; it is not deleted
     "thresholds": ("ra", "", "r"),
     "alert_pauses": ("raw", "", "rw"),
     "alert_configuration_version": ("rw", "", "r"),
-    "escalation_policies": ("rawd", "", "r"),
+    "escalation_policies": ("raw", "", "r"),
     # alerts: raised by the engine, handled by nurses over the API
     "alerts": ("rw", "", "raw"),
     "alert_findings": ("r", "", "ra"),
@@ -90,6 +93,14 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Columns a process may not SELECT though its letters say r: it gets SELECT on every other
+# column of the table (column privileges), so that a defect or an injection in it cannot read
+# them. The API issues device secrets and stores their hashes, and never reads a hash back.
+HIDDEN_COLUMNS: dict[str, dict[Process, frozenset[str]]] = {
+    "device_credentials": {"api": frozenset({"password_hash"})},
+}
+
+
 def process_dsn(dsn: str, process: Process) -> str:
     """`dsn` with the process's role set at connection start (kept with any other options)."""
     params = conninfo_to_dict(dsn)
@@ -108,7 +119,7 @@ def apply_privileges(conn: psycopg.Connection[Any]) -> None:
         " ORDER BY 1", (sorted(PRIVILEGES),))]
     with conn.transaction():
         schema = sql.Identifier("public")
-        for index, role in enumerate(ROLES.values()):
+        for index, (process, role) in enumerate(ROLES.items()):
             who = sql.Identifier(role)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, who))
             conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(
@@ -118,10 +129,26 @@ def apply_privileges(conn: psycopg.Connection[Any]) -> None:
                 schema, who))
             for table in tables:
                 letters = PRIVILEGES[table][index]
+                hidden = HIDDEN_COLUMNS.get(table, {}).get(process, frozenset())
+                if hidden and "r" in letters:
+                    letters = letters.replace("r", "")
+                    _grant_select_except(conn, table, hidden, who)
                 if letters:
                     conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                         sql.SQL(", ").join(sql.SQL(_LETTERS[c]) for c in letters),
                         sql.Identifier(table), who))
+
+
+def _grant_select_except(conn: psycopg.Connection[Any], table: str, hidden: frozenset[str],
+                         who: sql.Identifier) -> None:
+    """SELECT on every column of `table` but `hidden` (revoking the table's privileges above
+    revoked earlier column grants too)."""
+    columns = [name for (name,) in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum", (f"public.{table}",))
+        if name not in hidden]
+    conn.execute(sql.SQL("GRANT SELECT ({}) ON TABLE {} TO {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(table), who))
 
 
 def _create_role(conn: psycopg.Connection[Any], role: str) -> None:
