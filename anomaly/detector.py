@@ -46,7 +46,7 @@ class DetectorConfig:
     # Past values of each feature kept as its distribution, and how often (rows) the distribution
     # is refitted; between refits the last fit is used, which keeps a row to tens of microseconds.
     history: int = 2000
-    refit_every: int = 10
+    refit_every: int = 20
     # Rows a feature must have seen before it is scored: until then the detector is learning.
     learning_rows: int = 50
     # Means of the last w values, w = 1 being the value itself.
@@ -161,6 +161,18 @@ class _Feature:
         self.tail_scale = float(state["tail_scale"])
 
 
+def _window_means(recent: deque[float], widths: tuple[int, ...],
+                  features: list[_Feature]) -> list[tuple[_Feature, float]]:
+    """The mean of the last w values for each width w (while at least w have been seen)."""
+    means = []
+    total = 0.0
+    for k, x in enumerate(reversed(recent), start=1):
+        total += x
+        if k in widths:
+            means.append((features[widths.index(k)], total / k))
+    return means
+
+
 def _seconds_of_day(timestamp: datetime) -> int:
     return timestamp.hour * 3600 + timestamp.minute * 60 + timestamp.second
 
@@ -216,32 +228,11 @@ class Detector:
     def _observe(self, timestamp: datetime, value: float) -> list[tuple[_Feature, float]]:
         """Each feature with its value at this row; updates the short windows and the rhythm slots."""
         cfg = self.config
-        observed: list[tuple[_Feature, float]] = []
         self._recent.append(value)
-        total = 0.0
-        features = iter(zip(cfg.windows, self._features, strict=True))
-        want, feature = next(features)
-        for k, x in enumerate(reversed(self._recent), start=1):
-            total += x
-            if k == want:
-                observed.append((feature, total / k))
-                following = next(features, None)
-                if following is None:
-                    break
-                want, feature = following
+        observed = _window_means(self._recent, cfg.windows, self._features)
         if self._previous is not None:
             self._changes.append(abs(value - self._previous))
-            total = 0.0
-            volatility = iter(zip(cfg.volatility, self._volatility, strict=True))
-            want, feature = next(volatility)
-            for k, x in enumerate(reversed(self._changes), start=1):
-                total += x
-                if k == want:
-                    observed.append((feature, total / k))
-                    following = next(volatility, None)
-                    if following is None:
-                        break
-                    want, feature = following
+            observed += _window_means(self._changes, cfg.volatility, self._volatility)
         self._previous = value
         slot = _seconds_of_day(timestamp) // cfg.rhythm_slot_seconds
         past = self._slots.get(slot)
