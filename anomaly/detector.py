@@ -37,6 +37,8 @@ FloatArray = npt.NDArray[np.float64]
 _LOG10 = math.log(10.0)
 _MAD_TO_SIGMA = 1.4826
 STATE_VERSION = 1
+# Larger values could overflow the sums of squares and means inside a fit; no reading comes close.
+MAX_MAGNITUDE = 1e100
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ class Detector:
         """The score of this value given the series so far, then learn from it."""
         if not math.isfinite(value):
             raise ValueError(f"value {value!r} is not a finite number")
+        if abs(value) > MAX_MAGNITUDE:
+            raise ValueError(f"value {value!r} is beyond the detector's range (±{MAX_MAGNITUDE:g})")
         cfg = self.config
         self._rows += 1
         observed = self._observe(timestamp, value)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from anomaly.detector import Detector, DetectorConfig
+from anomaly.detector import MAX_MAGNITUDE, Detector, DetectorConfig
 from anomaly.errors import InvalidNabInput
 from anomaly.nab.files import _timestamp
 
@@ -36,6 +36,8 @@ def _value(text: str | None, where: str) -> float:
         raise InvalidNabInput(f"{where}: value {text!r} is not a number") from None
     if not math.isfinite(value):
         raise InvalidNabInput(f"{where}: value {text!r} is not a finite number")
+    if abs(value) > MAX_MAGNITUDE:
+        raise InvalidNabInput(f"{where}: value {text!r} is beyond the detector's range (±{MAX_MAGNITUDE:g})")
     return value
 
 

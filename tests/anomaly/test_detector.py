@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly.detector import LEARNING, Detector, DetectorConfig, Explanation
+from anomaly.detector import LEARNING, MAX_MAGNITUDE, Detector, DetectorConfig, Explanation
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 # Small enough that hypothesis's series fill and wrap the histories, refit often and hold.
@@ -24,6 +24,7 @@ values = st.one_of(
     st.tuples(st.floats(-1.0, 1.0), st.integers(0, 15)).map(lambda p: p[0] * (1e4 if p[1] == 0 else 1)),
     st.sampled_from([0.0, 1.0]),
     st.floats(-1e6, 1e6),
+    st.floats(-MAX_MAGNITUDE, MAX_MAGNITUDE),
 )
 series = st.tuples(st.lists(values, min_size=30, max_size=300), st.integers(1, 7200))
 
@@ -107,9 +108,11 @@ def test_a_stored_state_names_its_version_and_refuses_another() -> None:
         Detector.from_state({**state, "version": 99})
 
 
-def test_a_value_that_is_not_finite_is_refused() -> None:
+def test_a_value_that_is_not_finite_or_beyond_range_is_refused() -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         Detector().update(START, math.nan)
+    with pytest.raises(ValueError, match="beyond the detector's range"):
+        Detector().update(START, -1e101)
 
 
 def test_a_configuration_without_increasing_windows_is_refused() -> None:

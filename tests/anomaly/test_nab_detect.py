@@ -76,6 +76,7 @@ def test_a_bad_row_is_refused_by_file_and_line(two_files: Path, tmp_path: Path) 
     ("timestamp,value\n2015-09-08 11:39:00,1\nyesterday,2\n", "line 3: 'yesterday' is not a timestamp"),
     ("timestamp,value\n2015-09-08 11:39:00,nan\n", "line 2: value 'nan' is not a finite number"),
     ("timestamp,value\n2015-09-08 11:39:00,\n", "line 2: value '' is not a number"),
+    ("timestamp,value\n2015-09-08 11:39:00,1e101\n", "line 2: value '1e101' is beyond the detector's range"),
     ("timestamp,value\n", "no rows"),
 ])
 def test_each_doubt_is_an_error_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
