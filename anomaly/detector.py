@@ -37,7 +37,8 @@ FloatArray = npt.NDArray[np.float64]
 _LOG10 = math.log(10.0)
 _MAD_TO_SIGMA = 1.4826
 STATE_VERSION = 1
-# Larger values could overflow the sums of squares and means inside a fit; no reading comes close.
+# Beyond this a value's distance over the tail's scale can overflow to an infinite surprise and a
+# NaN score (1.7e308 after ordinary values did); no reading comes close.
 MAX_MAGNITUDE = 1e100
 
 
