@@ -164,6 +164,20 @@ def _create_role(conn: psycopg.Connection[Any], role: str) -> None:
     log.info("created database role %s", role)
 
 
+def enable_logins(conn: psycopg.Connection[Any], passwords: dict[Process, str]) -> list[str]:
+    """Make the roles of these processes logins with these passwords (the roles were created
+    NOLOGIN by the migrations); the roles changed. A process that connects as its own role
+    holds no password that reaches further, and RESET ROLE leaves it where it is: a process
+    that logs in as the owner and only switches role can switch back."""
+    changed = []
+    for process, password in sorted(passwords.items()):
+        role = ROLES[process]
+        conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+        changed.append(role)
+    return changed
+
+
 def unlisted_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """Tables of the schema that PRIVILEGES does not name (partitions and chunks excepted)."""
     rows = conn.execute(

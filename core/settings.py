@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     # (core/roles.py). Off only where each process already logs in as its role's member and the
     # login cannot switch.
     database_roles: bool = True
+    # Passwords that `telecare migrate` gives the API's and the alert process's roles
+    # (telecare_api, telecare_alerts), making each a login of its own: deployed, those
+    # processes connect as their role and hold no password of the owner (compose.yaml).
+    database_api_password: SecretStr | None = None
+    database_alerts_password: SecretStr | None = None
     # auto: TimescaleDB when the extension is available, else native partitioning.
     storage: str = Field(default="auto", pattern="^(auto|timescaledb|postgres)$")
 
@@ -114,6 +119,13 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise RuntimeError("TELECARE_DATABASE_URL is not set")
         return self.database_url.get_secret_value()
+
+    def login_passwords(self) -> dict[Process, str]:
+        """The process roles to make logins, with their passwords (the ones configured)."""
+        given: dict[Process, SecretStr | None] = {"api": self.database_api_password,
+                                                  "alerts": self.database_alerts_password}
+        return {process: secret.get_secret_value() for process, secret in given.items()
+                if secret is not None and secret.get_secret_value()}
 
     def for_process(self, process: Process) -> Settings:
         """These settings with the database URL of `process`: its role, unless roles are off."""

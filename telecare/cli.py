@@ -39,6 +39,13 @@ def _stop_on_signals() -> threading.Event:
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     applied = migrate(settings.database_dsn(), storage=settings.storage)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    if passwords := settings.login_passwords():
+        import psycopg
+
+        from core.roles import enable_logins
+
+        with psycopg.connect(settings.database_dsn(), autocommit=True) as conn:
+            print(f"logins: {', '.join(enable_logins(conn, passwords))}")
     return 0
 
 

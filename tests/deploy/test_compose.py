@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from core.roles import ROLES
 from core.settings import Settings
 from ingest.wire import MAX_PAYLOAD_BYTES
 from telecare.broker import desired_access
@@ -234,3 +235,26 @@ def test_the_broker_reads_the_password_file_and_access_control_written_from_the_
     holders = {name for name, service in services(compose).items()
                if "TELECARE_MQTT_ADMIN_PASSWORD" in (service.get("environment") or {})}
     assert holders == {"broker-auth", "broker-auth-watch"}
+
+
+def test_the_api_and_the_alert_engines_log_in_to_the_database_as_their_own_role(
+        compose: dict[str, Any]) -> None:
+    # The owner's password is in no environment but those of the database, migrate and the
+    # ingest workers (whose hourly maintenance needs the owner), and migrate makes the logins.
+    logins = {name: _database_user(service) for name, service in services(compose).items()
+              if "TELECARE_DATABASE_URL" in service.get("environment", {})}
+    assert logins["api"] == ROLES["api"]
+    assert logins["alerts-1"] == logins["alerts-2"] == ROLES["alerts"]
+    assert {name for name, user in logins.items() if user == "telecare"} == {
+        "migrate", "ingest-1", "ingest-2", "broker-auth", "broker-auth-watch"}
+    migrate = services(compose)["migrate"]["environment"]
+    for process in ("api", "alerts"):
+        password = migrate[f"TELECARE_DATABASE_{process.upper()}_PASSWORD"]
+        assert password.startswith(f"${{TELECARE_DB_{process.upper()}_PASSWORD:?")
+
+
+def _database_user(service: dict[str, Any]) -> str:
+    # Not urlsplit: the uninterpolated ${VAR:?message} in the password holds a "?".
+    found = re.match(r"postgresql://([^:@/]+)[:@]", str(service["environment"]["TELECARE_DATABASE_URL"]))
+    assert found is not None, service["environment"]["TELECARE_DATABASE_URL"]
+    return found.group(1)
