@@ -19,11 +19,15 @@ class Settings(BaseSettings):
     # (core/roles.py). Off only where each process already logs in as its role's member and the
     # login cannot switch.
     database_roles: bool = True
-    # Passwords that `telecare migrate` gives the API's and the alert process's roles
-    # (telecare_api, telecare_alerts), making each a login of its own: deployed, those
+    # Passwords that `telecare migrate` gives the processes' roles (telecare_api,
+    # telecare_alerts, telecare_ingest), making each a login of its own: deployed, those
     # processes connect as their role and hold no password of the owner (compose.yaml).
     database_api_password: SecretStr | None = None
     database_alerts_password: SecretStr | None = None
+    database_ingest_password: SecretStr | None = None
+    # The maintenance jobs (partitions, compression, retention) need the owner: an ingest worker
+    # that logs in as its own role leaves them to `telecare maintain --forever` (compose.yaml).
+    ingest_maintenance: bool = True
     # auto: TimescaleDB when the extension is available, else native partitioning.
     storage: str = Field(default="auto", pattern="^(auto|timescaledb|postgres)$")
 
@@ -123,7 +127,8 @@ class Settings(BaseSettings):
     def login_passwords(self) -> dict[Process, str]:
         """The process roles to make logins, with their passwords (the ones configured)."""
         given: dict[Process, SecretStr | None] = {"api": self.database_api_password,
-                                                  "alerts": self.database_alerts_password}
+                                                  "alerts": self.database_alerts_password,
+                                                  "ingest": self.database_ingest_password}
         return {process: secret.get_secret_value() for process, secret in given.items()
                 if secret is not None and secret.get_secret_value()}
 

@@ -54,7 +54,8 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
     from telecare.maintenance import start_maintenance
 
     stop = _stop_on_signals()
-    start_maintenance(settings, stop)
+    if settings.ingest_maintenance:
+        start_maintenance(settings, stop)
     IngestWorker(settings).run(stop)
     return 0
 
@@ -79,9 +80,12 @@ def cmd_alerts_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_maintain(settings: Settings, _args: argparse.Namespace) -> int:
-    from telecare.maintenance import maintain_once
+def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    from telecare.maintenance import maintain_forever, maintain_once
 
+    if args.forever:
+        maintain_forever(settings, _stop_on_signals())
+        return 0
     outcomes = maintain_once(settings)
     if outcomes is None:
         print("another process is running maintenance; nothing done")
@@ -355,8 +359,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     sub.add_parser("ingest", help="run one ingest worker (and the hourly maintenance jobs)"
                    ).set_defaults(run=cmd_ingest)
-    sub.add_parser("maintain", help="run the maintenance jobs once (compression, partitions, "
-                   "dead-letter retention)").set_defaults(run=cmd_maintain)
+    maintain = sub.add_parser("maintain", help="run the maintenance jobs once (compression, "
+                              "partitions, dead-letter retention)")
+    maintain.add_argument("--forever", action="store_true",
+                          help="every hour until stopped (where ingest runs without them)")
+    maintain.set_defaults(run=cmd_maintain)
     sub.add_parser("api", help="serve the HTTP API").set_defaults(run=cmd_api)
 
     alerts = sub.add_parser("alerts", help="run the alert engine (start two: one leads); "

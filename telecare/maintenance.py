@@ -33,7 +33,9 @@ def maintain_forever(settings: Settings, stop: threading.Event, clock: Clock = s
     """Run the jobs every `every` until `stop` is set; a database outage waits for the next."""
     while not stop.is_set():
         try:
-            maintain_once(settings, clock)
+            outcomes = maintain_once(settings, clock)
+            log.info("maintenance: %s", "another process runs it" if outcomes is None else
+                     ", ".join(f"{o.job} {'ok' if o.ok else 'FAILED'}" for o in outcomes))
         except psycopg.Error as exc:
             log.warning("maintenance could not run (%s %s); next try in %s",
                         type(exc).__name__, exc.sqlstate, every)

@@ -1,9 +1,9 @@
-"""Process roles as logins of their own (`telecare migrate` with TELECARE_DATABASE_API_PASSWORD
-and TELECARE_DATABASE_ALERTS_PASSWORD), on the real PostgreSQL: a process that connects as its
+"""Process roles as logins of their own (`telecare migrate` with TELECARE_DATABASE_API_PASSWORD,
+_ALERTS_PASSWORD and _INGEST_PASSWORD), on the real PostgreSQL: a process that connects as its
 role cannot switch to the owner, as one that logs in as the owner and switches role could.
 
-Roles belong to the cluster, so the test leaves telecare_api and telecare_alerts as the
-migrations make them: without login."""
+Roles belong to the cluster, so the test leaves the process roles as the migrations make them:
+without login."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 
 from core.roles import ROLES
 
-LOGINS = ("telecare_api", "telecare_alerts")
+LOGINS = tuple(ROLES.values())
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def _as(dsn: str, role: str) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(make_conninfo(dsn, user=role, password="given"), autocommit=True)
 
 
-def test_migrate_makes_the_api_and_alert_roles_logins_that_cannot_reach_the_owner(
+def test_migrate_makes_the_process_roles_logins_that_cannot_reach_the_owner(
         without_logins: str) -> None:
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
         _as(without_logins, ROLES["api"]).close()
@@ -49,8 +49,9 @@ def test_migrate_makes_the_api_and_alert_roles_logins_that_cannot_reach_the_owne
         timeout=120, check=True,
         env={**os.environ, "TELECARE_DATABASE_URL": without_logins,
              "TELECARE_STORAGE": "postgres", "TELECARE_DATABASE_API_PASSWORD": "api-secret",
-             "TELECARE_DATABASE_ALERTS_PASSWORD": "alerts-secret"})
-    assert "logins: telecare_alerts, telecare_api" in done.stdout
+             "TELECARE_DATABASE_ALERTS_PASSWORD": "alerts-secret",
+             "TELECARE_DATABASE_INGEST_PASSWORD": "ingest-secret"})
+    assert "logins: telecare_alerts, telecare_api, telecare_ingest" in done.stdout
     for role in LOGINS:
         with _as(without_logins, role) as conn:
             conn.execute("RESET ROLE")
@@ -59,6 +60,3 @@ def test_migrate_makes_the_api_and_alert_roles_logins_that_cannot_reach_the_owne
                 conn.execute("UPDATE audit_log SET purpose = purpose")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("SET ROLE postgres")
-    # The ingest role was not given a password: it stays without login.
-    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
-        _as(without_logins, ROLES["ingest"]).close()

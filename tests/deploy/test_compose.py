@@ -237,20 +237,24 @@ def test_the_broker_reads_the_password_file_and_access_control_written_from_the_
     assert holders == {"broker-auth", "broker-auth-watch"}
 
 
-def test_the_api_and_the_alert_engines_log_in_to_the_database_as_their_own_role(
-        compose: dict[str, Any]) -> None:
-    # The owner's password is in no environment but those of the database, migrate and the
-    # ingest workers (whose hourly maintenance needs the owner), and migrate makes the logins.
+def test_each_process_logs_in_to_the_database_as_its_own_role(compose: dict[str, Any]) -> None:
+    # The owner's password is in no environment but those of migrate, maintenance and the
+    # broker's files (which read the device secrets' hashes); migrate makes the logins.
     logins = {name: _database_user(service) for name, service in services(compose).items()
               if "TELECARE_DATABASE_URL" in service.get("environment", {})}
     assert logins["api"] == ROLES["api"]
     assert logins["alerts-1"] == logins["alerts-2"] == ROLES["alerts"]
+    assert logins["ingest-1"] == logins["ingest-2"] == ROLES["ingest"]
     assert {name for name, user in logins.items() if user == "telecare"} == {
-        "migrate", "ingest-1", "ingest-2", "broker-auth", "broker-auth-watch"}
+        "migrate", "maintenance", "broker-auth", "broker-auth-watch"}
     migrate = services(compose)["migrate"]["environment"]
-    for process in ("api", "alerts"):
+    for process in ROLES:
         password = migrate[f"TELECARE_DATABASE_{process.upper()}_PASSWORD"]
         assert password.startswith(f"${{TELECARE_DB_{process.upper()}_PASSWORD:?")
+    # Ingest leaves the jobs that need the owner to the maintenance service.
+    for name in ("ingest-1", "ingest-2"):
+        assert services(compose)[name]["environment"]["TELECARE_INGEST_MAINTENANCE"] == "false"
+    assert services(compose)["maintenance"]["command"] == ["maintain", "--forever"]
 
 
 def _database_user(service: dict[str, Any]) -> str:

@@ -1,5 +1,9 @@
 """The maintenance loop runs the jobs for real, and /ready reports how they went."""
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,3 +54,24 @@ def test_a_failing_job_makes_ready_degraded(fresh_database: str) -> None:
     finally:
         with psycopg.connect(fresh_database, autocommit=True) as conn:
             conn.execute("ALTER TABLE dead_letters_moved RENAME TO dead_letters")
+
+
+def test_maintain_forever_runs_the_jobs_and_stops_on_sigint(fresh_database: str) -> None:
+    # compose.yaml's maintenance service: ingest logs in as its role and leaves the jobs to it.
+    proc = subprocess.Popen([sys.executable, "-m", "telecare.cli", "maintain", "--forever"],
+                            env={**os.environ, "TELECARE_DATABASE_URL": fresh_database},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = ""
+        while "maintenance:" not in line:
+            line = proc.stderr.readline()
+            assert line, "maintain --forever ended before running the jobs"
+        assert "FAILED" not in line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT count(*) FROM maintenance_jobs").fetchone() != (0,)
