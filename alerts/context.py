@@ -394,6 +394,8 @@ def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
                                with_devices=with_devices)
     for citizen, items in new.items():
         histories[citizen].merge(items.readings, items.events)
+    if cache is not None:
+        cache.recount(new)
     return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),
                                    lookback=lookback)
             for citizen in citizens}

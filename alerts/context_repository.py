@@ -48,6 +48,9 @@ WITH oldest AS (SELECT id, citizen_id FROM evaluation_queue ORDER BY id LIMIT %(
 SELECT id FROM evaluation_queue WHERE citizen_id IN (SELECT citizen_id FROM chosen)
  ORDER BY id LIMIT %(rows)s FOR UPDATE SKIP LOCKED""")
 QUEUE_LENGTH = "SELECT count(*) AS n FROM evaluation_queue"
+# Whether anything is queued (by the primary key: stops at the first row no other transaction
+# is deleting).
+ANYTHING_QUEUED = "SELECT EXISTS (SELECT 1 FROM evaluation_queue) AS queued"
 # What the triage lane looks at: the items queued after those it has seen, oldest first.
 QUEUED_AFTER = """
 SELECT id, source, citizen_id, name, value, quality FROM evaluation_queue
@@ -163,6 +166,10 @@ def configuration_version(conn: Conn) -> int:
 
 def queue_length(conn: Conn) -> int:
     return int(_rows(conn, QUEUE_LENGTH, ())[0]["n"])
+
+
+def anything_queued(conn: Conn) -> bool:
+    return bool(_rows(conn, ANYTHING_QUEUED, ())[0]["queued"])
 
 
 def try_lead(conn: Conn, key: int) -> bool:

@@ -7,8 +7,8 @@ findings they raise. Whatever process dies when, a queued item is either still q
 evaluated and recorded, never both, never neither.
 
 Items that may raise an alert at once (alerts/priority.py) are taken ahead of the rest by a
-triage lane before every batch: behind a backlog of routine readings, a low SpO2 or a button
-press waits for one batch, not for the backlog.
+triage lane before every batch while the queue holds a backlog: behind a backlog of routine
+readings, a low SpO2 or a button press waits for one batch, not for the backlog.
 
 One engine leads: the session advisory lock core.locks.ALERTS_LEADER, held on the very
 connection the engine works on, so a lost connection loses leadership and the open
@@ -91,7 +91,7 @@ class AlertEngine:
         self._use_cache = cache
         self._cache, self._configurations = self._new_caches()
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
-        # The last batch was full (or none was taken yet): a backlog, for triage to look into.
+        # The last batch left items queued (or none was taken yet): a backlog, for triage.
         self._behind = True
         self._finished = threading.Event()
         self.leading = threading.Event()
@@ -189,8 +189,9 @@ class AlertEngine:
 
     def _drain(self, conn: Conn, stop: threading.Event) -> bool:
         """Triage and drain until the queue is empty (True) or DRAIN_BUDGET_S has passed.
-        Triage only behind a full batch: a batch that was not full took all there was, urgent
-        items included, and a triage pass before it would have read every item twice."""
+        Triage only behind a backlog: after a batch that emptied the queue, the next batch
+        takes all there is, urgent items included, and a triage pass before it would read
+        every item twice."""
         until = time.monotonic() + DRAIN_BUDGET_S
         while not stop.is_set():
             if self._behind:
@@ -213,7 +214,10 @@ class AlertEngine:
             rows = repo.take_queue_batch(conn, self._batch_max, self._batch_citizens)
             self._evaluate_taken(conn, rows, now)
         citizens = len({row["citizen_id"] for row in rows})
-        self._behind = len(rows) >= self._batch_max or citizens >= self._batch_citizens
+        full = len(rows) >= self._batch_max or citizens >= self._batch_citizens
+        # A batch that was not full may still have left items queued: its citizens are chosen
+        # among the oldest rows only, which a few citizens' bulk uploads can fill.
+        self._behind = full or (bool(rows) and repo.anything_queued(conn))
         return len(rows)
 
     def triage_once(self, conn: Conn) -> int:

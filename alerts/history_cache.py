@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -44,9 +44,9 @@ class HistoryCache:
         self._refresh_after_s = refresh_after.total_seconds()
         self._keep = keep
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
-        # The entries' sizes, summed as they were last counted: a batch's citizens are counted
-        # again at their next batch (the items merged into them after a call count from then),
-        # so the bound holds to within a batch, with no walk over every entry per batch.
+        # The entries' sizes, summed as they were last counted: at each call for its citizens,
+        # and after the batch's items are merged into them (`recount`); evicting at the next
+        # call, the bound holds to within a batch, with no walk over every entry per batch.
         self._total = 0
         self.loads = 0  # citizens loaded from the database (a figure for the logs and tests)
 
@@ -72,10 +72,17 @@ class HistoryCache:
             self._entries.move_to_end(citizen)
             entry = self._entries[citizen]
             self._trim(entry, since - self._keep)
-            self._total += entry.history.size - entry.counted
-            entry.counted = entry.history.size
+        self.recount(windows)
         self._evict(keep=len(windows))
         return {citizen: self._entries[citizen].history for citizen in windows}
+
+    def recount(self, citizens: Iterable[UUID]) -> None:
+        """Count again the entries of `citizens`, after items were merged into them."""
+        for citizen in citizens:
+            entry = self._entries.get(citizen)
+            if entry is not None:
+                self._total += entry.history.size - entry.counted
+                entry.counted = entry.history.size
 
     def _fresh(self, citizen: UUID, since: datetime, now: float) -> bool:
         entry = self._entries.get(citizen)

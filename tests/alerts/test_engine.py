@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 import alerts.engine as engine_module
+from alerts import context_repository
 from alerts.context import load_contexts
 from alerts.engine import AlertEngine
 from alerts.models import CitizenContext
@@ -154,6 +155,26 @@ def test_behind_a_full_batch_triage_takes_the_urgent_citizen_next(
     assert engine.counters.triaged == 3
     assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 3
+
+
+def test_a_batch_that_was_not_full_but_left_items_queued_counts_as_behind(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch's citizens are chosen among the oldest rows (OLDEST_LOOK per citizen wanted): a
+    # citizen's bulk upload fills them, and the batch is not full although more is queued.
+    monkeypatch.setattr(context_repository, "OLDEST_LOOK", 2)
+    clock = FakeClock()
+    engine = AlertEngine(db, clock, batch_citizens=2)
+    bulk_device, bulk_citizen = enrolled(dbconn)
+    for seq in range(1, 4):  # nine rows, more than the four looked at
+        store(dbconn, bp_rows(bulk_device, bulk_citizen, clock.now, seq, systolic=125))
+    device, citizen = enrolled(dbconn)
+    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.drain_once(work) == 9  # the bulk citizen alone: not full
+        assert engine._behind
+        assert engine._drain(work, threading.Event()) is True
+    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
 
 
 def test_a_drain_gives_way_to_the_tick_when_the_queue_does_not_empty(

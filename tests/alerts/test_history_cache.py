@@ -122,6 +122,26 @@ def test_items_merged_from_the_queue_count_towards_the_bound(dbconn: Conn) -> No
     assert cache.loads == 3
 
 
+def test_items_merged_into_a_citizen_who_does_not_come_back_count_towards_the_bound(
+        dbconn: Conn) -> None:
+    clock = FakeClock()
+    enrolled_ = [enrolled(dbconn) for _ in range(3)]
+    for device, citizen in enrolled_:
+        store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=120))
+    _taken(dbconn)
+    (_, first), (device, grown), (_, last) = enrolled_
+    cache = HistoryCache(max_items=6)
+    load_contexts(dbconn, [first], clock.now, cache=cache)
+    load_contexts(dbconn, [grown], clock.now, cache=cache)  # 6 held: at the bound
+    clock.advance(60)
+    store(dbconn, bp_rows(device, grown, clock.now, 2, systolic=120))
+    load_contexts(dbconn, [grown], clock.now, new=_taken(dbconn), cache=cache)  # 3 merged
+    load_contexts(dbconn, [last], clock.now, cache=cache)  # 12 held: both earlier ones go
+    assert (cache.loads, len(cache)) == (3, 1)
+    load_contexts(dbconn, [grown], clock.now, cache=cache)
+    assert cache.loads == 4
+
+
 def test_the_prepared_series_are_what_the_rules_would_cut_from_the_readings(
         dbconn: Conn) -> None:
     clock = FakeClock()
