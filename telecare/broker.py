@@ -381,16 +381,21 @@ class Control:
                             {acl["acltype"]: acl["allow"] for acl in default["data"]["acls"]})
 
 
+_warned_unreachable = threading.Event()
+
+
 def update_broker(settings: Settings, desired: Access) -> int | None:
     """Bring a running broker's plugin state to `desired` over the control topic; the number of
     commands it took, or None when there was no broker to update (no admin secret or host
     configured, nothing listening: a broker that starts later reads the file) or it failed."""
     secret = settings.mqtt_admin_password
     if secret is None or not secret.get_secret_value() or not settings.mqtt_host:
-        # A warning: a device added now could log in (the password file is reloaded) and yet
-        # publish nothing until the broker restarts.
-        log.warning("no TELECARE_MQTT_ADMIN_PASSWORD or TELECARE_MQTT_HOST: a running broker "
-                    "keeps its access control until it restarts and reads %s", ACL)
+        # A warning (once per process: `--watch` asks every round): a device added now could
+        # log in (the password file is reloaded) and yet publish nothing until a restart.
+        if not _warned_unreachable.is_set():
+            _warned_unreachable.set()
+            log.warning("no TELECARE_MQTT_ADMIN_PASSWORD or TELECARE_MQTT_HOST: a running "
+                        "broker keeps its access control until it restarts and reads %s", ACL)
         return None
     try:
         with Control(settings, secret.get_secret_value()) as control:

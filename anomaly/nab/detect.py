@@ -16,7 +16,7 @@ from pathlib import Path
 
 from anomaly.detector import MAX_MAGNITUDE, Detector, DetectorConfig
 from anomaly.errors import InvalidNabInput
-from anomaly.nab.files import _timestamp
+from anomaly.nab.files import _timestamp, undecodable_as_invalid
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def read_data(path: Path) -> list[DataRow]:
 
     Time is not required to increase: NAB's own files repeat timestamps and, once, step back an hour
     at a clock change; the detector takes rows in the order they arrived, as a device sends them."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with undecodable_as_invalid(path), path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header != ["timestamp", "value"]:

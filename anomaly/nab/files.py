@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -58,9 +60,19 @@ def _score(text: str | None, where: str) -> float:
     return score
 
 
+@contextmanager
+def undecodable_as_invalid(path: Path) -> Iterator[None]:
+    """csv's and the decoder's errors (a NUL byte, bytes that are not UTF-8) as InvalidNabInput
+    naming the file, like every other fault of the input."""
+    try:
+        yield
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InvalidNabInput(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
+
+
 def read_results(path: Path) -> tuple[list[datetime], list[float]]:
     """The timestamps and anomaly scores of one results file."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with undecodable_as_invalid(path), path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"timestamp", "anomaly_score"} - set(reader.fieldnames or ())
         if missing:

@@ -13,6 +13,7 @@ import pytest
 
 from anomaly.errors import InvalidNabInput
 from anomaly.nab.detect import read_data, score_rows
+from anomaly.nab.files import read_results
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = ("realAdExchange/exchange-3_cpc_results.csv", "realTraffic/speed_7578.csv")
@@ -92,3 +93,17 @@ def test_an_output_directory_inside_the_input_is_refused(two_files: Path) -> Non
     done = telecare("detect", str(two_files), str(two_files / "out"))
     assert done.returncode == 2
     assert "must not be inside" in done.stderr
+
+
+@pytest.mark.parametrize("content", [b"timestamp,value\n2015-09-08 11:39:00,1\x00\n",
+                                     b"timestamp,value\n2015-09-08 11:39:00,\xff\n"])
+def test_a_nul_byte_or_bytes_not_utf8_are_an_error_naming_the_file(tmp_path: Path,
+                                                                  content: bytes) -> None:
+    # The decoder's own error (and csv's, where it refuses a NUL), not a traceback.
+    data, results = tmp_path / "a.csv", tmp_path / "b.csv"
+    data.write_bytes(content)
+    results.write_bytes(content.replace(b"timestamp,value", b"timestamp,value,anomaly_score"))
+    for read, path in ((read_data, data), (read_results, results)):
+        with pytest.raises(InvalidNabInput) as raised:
+            read(path)
+        assert str(raised.value).startswith(f"{path}")
