@@ -9,10 +9,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from core.logging import configure_logging
@@ -320,15 +320,26 @@ def cmd_broker_certs(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_nab_score(_settings: Settings, args: argparse.Namespace) -> int:
+T = TypeVar("T")
+
+
+def _nab_input(command: str, read: Callable[[], T]) -> T | None:
+    """What `read` gives, or None once the refusal of the input is told (then exit 2)."""
     from anomaly.errors import InvalidNabInput
+
+    try:
+        return read()
+    except (InvalidNabInput, OSError) as exc:
+        print(f"telecare nab {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_nab_score(_settings: Settings, args: argparse.Namespace) -> int:
     from anomaly.nab.files import load_corpus
     from anomaly.nab.scoring import PROFILES, score_corpus
 
-    try:
-        corpus = load_corpus(Path(args.out_dir), Path(args.labels))
-    except (InvalidNabInput, OSError) as exc:
-        print(f"telecare nab score: {exc}", file=sys.stderr)
+    corpus = _nab_input("score", lambda: load_corpus(Path(args.out_dir), Path(args.labels)))
+    if corpus is None:
         return 2
     print(f"{len(corpus)} files, {sum(len(s.windows) for s in corpus)} windows")
     print(f"{'profile':<20} {'threshold':>10} {'raw':>10} {'score':>7}")
@@ -339,13 +350,10 @@ def cmd_nab_score(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_nab_detect(_settings: Settings, args: argparse.Namespace) -> int:
-    from anomaly.errors import InvalidNabInput
     from anomaly.nab.detect import detect_tree
 
-    try:
-        written = detect_tree(Path(args.in_dir), Path(args.out_dir))
-    except (InvalidNabInput, OSError) as exc:
-        print(f"telecare nab detect: {exc}", file=sys.stderr)
+    written = _nab_input("detect", lambda: detect_tree(Path(args.in_dir), Path(args.out_dir)))
+    if written is None:
         return 2
     print(f"{len(written)} files scored into {args.out_dir}")
     return 0

@@ -1,5 +1,6 @@
 """The API on the session's real database, with the clock fixed at NOW."""
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.auth.models import User
 from core.db import open_pool
 from core.roles import process_dsn
 from core.settings import Settings
@@ -47,3 +49,15 @@ def problem(response: Any, status: int, code: str | None = None) -> dict[str, An
     if code is not None:
         assert body["type"].endswith(f"/{code}"), body
     return body
+
+
+def insert_user(conn: Any, role: str, at: datetime) -> User:
+    """A user of `role` created at `at`, with no usable password (tests issue its tokens)."""
+    username = f"{role[:5]}-{uuid.uuid4().hex[:10]}"
+    row = conn.execute(
+        "INSERT INTO users (username, display_name, role, password_hash, created_at)"
+        " VALUES (%s, 'Test', %s, 'not-a-hash', %s) RETURNING id",
+        (username, role, at)).fetchone()
+    assert row is not None
+    return User(id=row[0], username=username, display_name="Test", role=role,  # type: ignore[arg-type]
+                created_at=at, disabled_at=None)

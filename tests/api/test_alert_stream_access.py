@@ -8,7 +8,6 @@ the local operator (sign-in off) sees every event of the team."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from api.routes.alert_stream import StreamView, _event
 from core.db import open_pool
 from core.roles import process_dsn
 from tests.alerts import delivery_data as data
+from tests.api.conftest import insert_user
 from tests.api.test_alert_stream import NOW, Server, StreamClient, serving
 from tests.conftest import only_on, wait_for
 
@@ -57,14 +57,14 @@ def operator(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]
 
 
 def _user(conn: Conn, role: str) -> User:
-    username = f"{role[:5]}-{uuid.uuid4().hex[:10]}"
-    row = conn.execute(
-        "INSERT INTO users (username, display_name, role, password_hash, created_at)"
-        " VALUES (%s, 'Test', %s, 'not-a-hash', %s) RETURNING id",
-        (username, role, NOW)).fetchone()
-    assert row is not None
-    return User(id=row[0], username=username, display_name="Test", role=role,  # type: ignore[arg-type]
-                created_at=NOW, disabled_at=None)
+    return insert_user(conn, role, NOW)
+
+
+def _team_nurse(conn: Conn, team: UUID) -> User:
+    nurse = _user(conn, "nurse")
+    conn.execute("INSERT INTO team_members (user_id, care_team_id, added_at) VALUES (%s, %s, %s)",
+                 (nurse.id, team, NOW))
+    return nurse
 
 
 def _bearer(user: User) -> dict[str, str]:
@@ -83,23 +83,21 @@ def test_a_nurse_stream_carries_only_the_citizens_she_may_see_now_each_recorded_
     team, elsewhere = data.care_team(conn), data.care_team(conn)
     stays, moves = data.team_citizen(conn, team), data.team_citizen(conn, team)
     stays_alert, moves_alert = (data.open_alert(conn, c, team, NOW) for c in (stays, moves))
-    nurse = _user(conn, "nurse")
-    conn.execute("INSERT INTO team_members (user_id, care_team_id, added_at) VALUES (%s, %s, %s)",
-                 (nurse.id, team, NOW))
+    nurse = _team_nurse(conn, team)
     stream = StreamClient(f"{signed_in.url}/v1/teams/{team}/alerts/stream",
                           _bearer(nurse)).start()
     try:
         sent = [data.history(conn, stays_alert, team, NOW, "opened"),
                 data.history(conn, moves_alert, team, NOW, "opened"),
                 data.history(conn, stays_alert, team, NOW, "worsened")]
-        wait_for(lambda: stream.ids() == sent, 5, "both citizens' events")
+        wait_for(lambda: stream.ids() == sent, what="both citizens' events")
         # The citizen moves to a team the nurse does not work in: their changes still land on
         # this team's stream (the history row names it), but she may no longer see them.
         conn.execute("UPDATE citizens SET care_team_id = %s WHERE id = %s", (elsewhere, moves))
         time.sleep(2 * REFRESH_S)
         data.history(conn, moves_alert, team, NOW, "repeated")
         sent.append(data.history(conn, stays_alert, team, NOW, "repeated"))
-        wait_for(lambda: stream.ids() == sent, 5, "the staying citizen's event")
+        wait_for(lambda: stream.ids() == sent, what="the staying citizen's event")
         # She leaves the team: nothing more, though the stream is still open.
         conn.execute("DELETE FROM team_members WHERE user_id = %s", (nurse.id,))
         time.sleep(2 * REFRESH_S)
@@ -118,16 +116,14 @@ def test_a_nurse_stream_carries_only_the_citizens_she_may_see_now_each_recorded_
 def test_a_new_password_ends_the_users_stream(signed_in: Server, conn: Conn) -> None:
     team = data.care_team(conn)
     alert = data.open_alert(conn, data.team_citizen(conn, team), team, NOW)
-    nurse = _user(conn, "nurse")
-    conn.execute("INSERT INTO team_members (user_id, care_team_id, added_at) VALUES (%s, %s, %s)",
-                 (nurse.id, team, NOW))
+    nurse = _team_nurse(conn, team)
     stream = StreamClient(f"{signed_in.url}/v1/teams/{team}/alerts/stream",
                           _bearer(nurse)).start()
     try:
         first = data.history(conn, alert, team, NOW, "opened")
-        wait_for(lambda: stream.ids() == [first], 5, "the first event")
+        wait_for(lambda: stream.ids() == [first], what="the first event")
         auth_service.set_password(conn, nurse.username, "a new password, long enough", NOW)
-        wait_for(stream.ended.is_set, 5, "the stream to end")
+        wait_for(stream.ended.is_set, what="the stream to end")
         assert stream.ids() == [first]
     finally:
         stream.close()
@@ -141,7 +137,7 @@ def test_the_local_operator_sees_every_event_of_the_team(operator: Server, conn:
     stream = StreamClient(f"{operator.url}/v1/teams/{team}/alerts/stream").start()
     try:
         sent = [data.history(conn, alert, team, NOW, a) for a in ("opened", "worsened")]
-        wait_for(lambda: stream.ids() == sent, 5, "the events")
+        wait_for(lambda: stream.ids() == sent, what="the events")
     finally:
         stream.close()
     records = _stream_records(conn, team)

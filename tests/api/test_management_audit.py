@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.auth.models import User
 from tests.alerts.delivery_data import care_team
-from tests.api.conftest import NOW
+from tests.api.conftest import NOW, insert_user
 from tests.api.test_access import as_user
 from tests.conftest import only_on
 
@@ -29,14 +29,7 @@ Conn = psycopg.Connection[Any]
 
 
 def _user(conn: Conn, role: str) -> User:
-    username = f"{role[:5]}-{uuid.uuid4().hex[:10]}"
-    row = conn.execute(
-        "INSERT INTO users (username, display_name, role, password_hash, created_at)"
-        " VALUES (%s, 'Test', %s, 'not-a-hash', %s) RETURNING id",
-        (username, role, NOW)).fetchone()
-    assert row is not None
-    return User(id=row[0], username=username, display_name="Test", role=role,  # type: ignore[arg-type]
-                created_at=NOW, disabled_at=None)
+    return insert_user(conn, role, NOW)
 
 
 @dataclass
