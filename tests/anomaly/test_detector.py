@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomaly.detector import LEARNING, MAX_MAGNITUDE, Detector, DetectorConfig, Explanation
+from anomaly.nab.detect import DataRow, score_rows
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 # Small enough that hypothesis's series fill and wrap the histories, refit often and hold.
@@ -41,6 +42,18 @@ def test_appending_future_points_never_changes_past_scores(
         config: DetectorConfig, history: tuple[list[float], int], future: list[float]) -> None:
     points, step = history
     assert run(config, points + future, step)[:len(points)] == run(config, points, step)
+
+
+@settings(max_examples=30, deadline=None)
+@given(series, st.lists(values, min_size=1, max_size=100))
+def test_a_files_scores_do_not_change_when_rows_are_appended_to_it(
+        history: tuple[list[float], int], future: list[float]) -> None:
+    # `telecare nab detect`'s whole-file path: no normalisation or pass over the file.
+    points, step = history
+
+    def rows(xs: list[float]) -> list[DataRow]:
+        return [DataRow("", repr(x), START + timedelta(seconds=step * i), x) for i, x in enumerate(xs)]
+    assert score_rows(rows(points + future), SMALL)[:len(points)] == score_rows(rows(points), SMALL)
 
 
 @settings(max_examples=60, deadline=None)
