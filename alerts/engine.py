@@ -281,12 +281,12 @@ class AlertEngine:
                 now: datetime) -> int:
         found = {citizen: evaluate(context, now) for citizen, context in contexts.items()}
         found = {citizen: findings for citizen, findings in found.items() if findings}
+        if not found:
+            return 0
         # A tick clears every condition that does not hold, for every citizen: a clear matters
         # only where an alert of its rule is active, which one query for the batch tells.
         clearing = [citizen for citizen, findings in found.items()
                     if all(f.clears for f in findings)]
-        if not found:
-            return 0
         active = repo.active_rules(conn, clearing) if clearing else {}
         teams = repo.care_teams(conn, list(found))
         recorded = 0

@@ -70,8 +70,7 @@ class HistoryCache:
                 self._entries[citizen] = _Entry(stale[citizen][0], history, now)
         for citizen, (since, _) in windows.items():
             self._entries.move_to_end(citizen)
-            entry = self._entries[citizen]
-            self._trim(entry, since - self._keep)
+            self._trim(self._entries[citizen], since - self._keep)
         self.recount(windows)
         self._evict(keep=len(windows))
         return {citizen: self._entries[citizen].history for citizen in windows}

@@ -287,8 +287,9 @@ def enrolments(conn: Conn, pilot_id: UUID) -> list[Enrolment]:
     return repository.enrolments(conn, pilot_id)
 
 
-def end_enrolment(conn: Conn, pilot_id: UUID, enrolment_id: int, now: datetime) -> None:
-    """The citizen leaves the pilot now; an enrolment that has not started yet is removed."""
+def end_enrolment(conn: Conn, pilot_id: UUID, enrolment_id: int, now: datetime) -> Enrolment:
+    """The citizen leaves the pilot now; an enrolment that has not started yet is removed.
+    Returns the enrolment as it was (whose citizen the caller's audit record names)."""
     found = repository.enrolment(conn, pilot_id, enrolment_id)
     if found is None:
         raise EnrolmentNotFound(f"pilot {pilot_id} has no enrolment {enrolment_id}")
@@ -296,3 +297,4 @@ def end_enrolment(conn: Conn, pilot_id: UUID, enrolment_id: int, now: datetime) 
         repository.remove_enrolment(conn, enrolment_id)
     elif found.valid_until is None or found.valid_until > now:
         repository.end_enrolment(conn, enrolment_id, now)
+    return found

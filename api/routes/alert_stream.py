@@ -225,7 +225,7 @@ class StreamView:
                                      if e["citizen_id"] not in self.recorded))
             if new:
                 try:
-                    audit.record(conn, self.caller, "search", "alert_stream", new, now)
+                    audit.searched(conn, self.caller, "alert_stream", new, now)
                 except audit.AuditUnavailable as exc:
                     raise StreamEnded("audit_unavailable") from exc
         # Committed (leaving the pool's block) before any of it is sent.

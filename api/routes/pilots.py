@@ -22,7 +22,6 @@ from api.auth.errors import NotAllowed
 from api.deps import LOCAL_OPERATOR, Caller, CallerDep, DbDep, NowDep, require_role
 from api.problems import problem, responses
 from api.schemas import NO_NUL, USERNAME_PATTERN, OptionalStoredTime
-from pilots import repository as pilots_repo
 from pilots import service
 from pilots.errors import PseudonymKeyMissing
 from pilots.models import Aggregates, Enrolment, Pilot, Viewer
@@ -199,8 +198,6 @@ def end_enrolment(pilot_id: UUID, enrolment_id: EnrolmentId, conn: DbDep, caller
                   now: NowDep) -> Response:
     """The citizen leaves the pilot now (one not yet started is removed); administrators only."""
     require_role(caller, "administrator")
-    found = pilots_repo.enrolment(conn, pilot_id, enrolment_id)
-    service.end_enrolment(conn, pilot_id, enrolment_id, now)  # EnrolmentNotFound without one
-    if found is not None:
-        audit.record(conn, caller, "change", "pilots", [found.citizen_id], now)
+    ended = service.end_enrolment(conn, pilot_id, enrolment_id, now)
+    audit.record(conn, caller, "change", "pilots", [ended.citizen_id], now)
     return Response(status_code=204)
