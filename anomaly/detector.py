@@ -18,6 +18,11 @@ level): 0.5 at the alarm level, approaching 1 for ever rarer values.
 Causal: a row's score depends only on it and on the rows before it. The state is plain numbers
 (`Detector.state()` gives a JSON-able dict, `Detector.from_state` restores it) and a restored
 detector gives exactly the scores the original would have.
+
+A personal baseline (anomaly/baseline.py) is this detector trained on a citizen's own history and
+then frozen: `freeze` fits every feature on all it has seen, `peek` scores a new value (after the
+values that came since training, for the short windows) without learning from it, and the frozen
+state leaves out the feature histories, which only further learning would need.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +42,7 @@ FloatArray = npt.NDArray[np.float64]
 
 _LOG10 = math.log(10.0)
 _MAD_TO_SIGMA = 1.4826
-STATE_VERSION = 1
+STATE_VERSION = 2
 # Beyond this a value's distance over the tail's scale can overflow to an infinite surprise and a
 # NaN score (1.7e308 after ordinary values did); no reading comes close.
 MAX_MAGNITUDE = 1e100
@@ -51,7 +57,7 @@ class DetectorConfig:
     history: int = 2000
     refit_every: int = 20
     # Rows a feature must have seen before it is scored: until then the detector is learning.
-    learning_rows: int = 50
+    learning_rows: int = 20
     # Means of the last w values, w = 1 being the value itself.
     windows: tuple[int, ...] = (1, 4, 16)
     # Mean absolute change between consecutive values over the last w steps.
@@ -112,6 +118,18 @@ class _Ring:
     def values(self) -> FloatArray:
         return self.buf if self.count == len(self.buf) else self.buf[:self.count]
 
+    def held(self) -> list[float]:
+        """The values held, in buffer order (a sum's last bit depends on it): what the state
+        keeps rather than the whole, mostly empty, buffer."""
+        return self.buf[:self.count].tolist()
+
+    def refill(self, values: list[float], pos: int) -> None:
+        if len(values) > len(self.buf) or not 0 <= pos < len(self.buf):
+            raise ValueError(f"{len(values)} values at {pos} for a history of {len(self.buf)}")
+        self.buf = np.zeros(len(self.buf))
+        self.buf[:len(values)] = values
+        self.count, self.pos = len(values), pos
+
 
 class _Feature:
     """The recent distribution of one feature, with an exponential tail beyond its largest distance."""
@@ -148,17 +166,16 @@ class _Feature:
         beyond = (distance - self.distances[-1]) / self.tail_scale
         return -math.log10(0.5 / (n + 1)) + beyond / _LOG10
 
-    def state(self) -> dict[str, Any]:
-        return {"ring": self.ring.buf.tolist(), "pos": self.ring.pos, "count": self.ring.count,
-                "center": self.center, "spread": self.spread, "distances": self.distances,
-                "tail_scale": self.tail_scale}
+    def state(self, with_history: bool = True) -> dict[str, Any]:
+        return {"history": self.ring.held() if with_history else None, "pos": self.ring.pos,
+                "seen": self.ring.count, "center": self.center, "spread": self.spread,
+                "distances": self.distances, "tail_scale": self.tail_scale}
 
     def restore(self, state: dict[str, Any]) -> None:
-        ring = np.array(state["ring"], dtype=np.float64)
-        if ring.shape != self.ring.buf.shape:
-            raise ValueError(f"feature {self.name}: history of {len(ring)} values, expected "
-                             f"{len(self.ring.buf)}")
-        self.ring.buf, self.ring.pos, self.ring.count = ring, int(state["pos"]), int(state["count"])
+        history = state["history"]
+        if history is not None:
+            self.ring.refill([float(x) for x in history], int(state["pos"]))
+        self.ring.count = int(state["seen"])
         self.center, self.spread = float(state["center"]), float(state["spread"])
         self.distances = [float(d) for d in state["distances"]]
         self.tail_scale = float(state["tail_scale"])
@@ -180,6 +197,53 @@ def _seconds_of_day(timestamp: datetime) -> int:
     return timestamp.hour * 3600 + timestamp.minute * 60 + timestamp.second
 
 
+class _Windows:
+    """The short memory features are computed from: the last values, the last changes, the
+    previous value and each time-of-day slot's recent values. `peek` works on a copy."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.recent: deque[float] = deque(maxlen=max(cfg.windows))
+        self.changes: deque[float] = deque(maxlen=max(cfg.volatility))
+        self.slots: dict[int, deque[float]] = {}
+        self.previous: float | None = None
+
+    def copy(self) -> _Windows:
+        other = _Windows.__new__(_Windows)
+        other.recent, other.changes = self.recent.copy(), self.changes.copy()
+        other.slots, other.previous = dict(self.slots), self.previous
+        return other
+
+    def observe(self, timestamp: datetime, value: float, cfg: DetectorConfig,
+                features: Detector, *, owned_slots: bool = True) -> list[tuple[_Feature, float]]:
+        """Each feature with its value at this row; then remember the row. `owned_slots` False:
+        a slot's deque is copied before it changes (the copy shares the original's)."""
+        self.recent.append(value)
+        observed = _window_means(self.recent, cfg.windows, features._features)
+        if self.previous is not None:
+            self.changes.append(abs(value - self.previous))
+            observed += _window_means(self.changes, cfg.volatility, features._volatility)
+        self.previous = value
+        slot = _seconds_of_day(timestamp) // cfg.rhythm_slot_seconds
+        past = self.slots.get(slot)
+        if past is None:
+            past = deque(maxlen=cfg.rhythm_depth)
+        elif not owned_slots:
+            past = past.copy()
+        self.slots[slot] = past
+        if len(past) >= 3:
+            usual = sorted(past)[len(past) // 2]
+            observed.append((features._rhythm, value - usual))
+        past.append(value)
+        return observed
+
+
+def _checked(value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"value {value!r} is not a finite number")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValueError(f"value {value!r} is beyond the detector's range (±{MAX_MAGNITUDE:g})")
+
+
 class Detector:
     """The streaming detector of one series: `update` each value in time order."""
 
@@ -189,22 +253,28 @@ class Detector:
         self._volatility = [_Feature(f"volatility_{w}", cfg.history) for w in cfg.volatility]
         self._rhythm = _Feature("rhythm", cfg.history)
         self._bonferroni = math.log10(len(cfg.windows) + len(cfg.volatility) + 1)
-        self._recent: deque[float] = deque(maxlen=max(cfg.windows))
-        self._changes: deque[float] = deque(maxlen=max(cfg.volatility))
-        self._slots: dict[int, deque[float]] = {}
-        self._previous: float | None = None
+        self._windows = _Windows(cfg)
         self._rows = 0
         self._hold = 0
+        # Frozen: fitted once on everything seen and restored without the feature histories;
+        # it can peek but no longer learn.
+        self.frozen = False
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def _all_features(self) -> tuple[_Feature, ...]:
+        return (*self._features, *self._volatility, self._rhythm)
 
     def update(self, timestamp: datetime, value: float) -> tuple[float, Explanation]:
         """The score of this value given the series so far, then learn from it."""
-        if not math.isfinite(value):
-            raise ValueError(f"value {value!r} is not a finite number")
-        if abs(value) > MAX_MAGNITUDE:
-            raise ValueError(f"value {value!r} is beyond the detector's range (±{MAX_MAGNITUDE:g})")
+        _checked(value)
+        if self.frozen:
+            raise ValueError("a frozen detector scores (peek) but does not learn")
         cfg = self.config
         self._rows += 1
-        observed = self._observe(timestamp, value)
+        observed = self._windows.observe(timestamp, value, cfg, self)
         refit = self._rows % cfg.refit_every == 0
         best: tuple[float, _Feature, float] | None = None
         for feature, x in observed:
@@ -218,49 +288,67 @@ class Detector:
         if best is None:
             return 0.0, LEARNING
         surprise = max(0.0, best[0] - self._bonferroni)
-        feature, x = best[1], best[2]
         held = self._hold > 0
         if held:
             self._hold -= 1
             score = 0.0
         else:
-            score = surprise / (surprise + cfg.alarm_surprise)
+            score = self._score(surprise)
             if surprise >= cfg.alarm_surprise:
                 self._hold = cfg.hold_rows
-        return score, Explanation(feature.name, x, feature.center, feature.spread,
-                                  (x - feature.center) / feature.spread, surprise, held)
+        return score, self._explain(best[1], best[2], surprise, held)
 
-    def _observe(self, timestamp: datetime, value: float) -> list[tuple[_Feature, float]]:
-        """Each feature with its value at this row; updates the short windows and the rhythm slots."""
-        cfg = self.config
-        self._recent.append(value)
-        observed = _window_means(self._recent, cfg.windows, self._features)
-        if self._previous is not None:
-            self._changes.append(abs(value - self._previous))
-            observed += _window_means(self._changes, cfg.volatility, self._volatility)
-        self._previous = value
-        slot = _seconds_of_day(timestamp) // cfg.rhythm_slot_seconds
-        past = self._slots.get(slot)
-        if past is None:
-            past = self._slots[slot] = deque(maxlen=cfg.rhythm_depth)
-        if len(past) >= 3:
-            usual = sorted(past)[len(past) // 2]
-            observed.append((self._rhythm, value - usual))
-        past.append(value)
-        return observed
+    def freeze(self) -> None:
+        """Fit every feature that has learnt enough on all it has seen, and stop learning."""
+        for feature in self._all_features():
+            if feature.ring.count >= self.config.learning_rows:
+                feature.fit(self.config.scale_floor)
+        self.frozen = True
+
+    def peek(self, timestamp: datetime, value: float,
+             since: Iterable[tuple[datetime, float]] = ()) -> tuple[float, Explanation]:
+        """The score of `value` at `timestamp` against the fitted distributions, as if the values
+        `since` (oldest first, after those learnt) had come before it; learns nothing and holds
+        nothing (one excursion, one alert is the alert lifecycle's business here)."""
+        _checked(value)
+        windows = self._windows.copy()
+        for at, earlier in since:
+            _checked(earlier)
+            windows.observe(at, earlier, self.config, self, owned_slots=False)
+        best: tuple[float, _Feature, float] | None = None
+        for feature, x in windows.observe(timestamp, value, self.config, self, owned_slots=False):
+            if feature.distances:
+                surprise = feature.surprise(x)
+                if best is None or surprise > best[0]:
+                    best = (surprise, feature, x)
+        if best is None:
+            return 0.0, LEARNING
+        surprise = max(0.0, best[0] - self._bonferroni)
+        return self._score(surprise), self._explain(best[1], best[2], surprise, False)
+
+    def _score(self, surprise: float) -> float:
+        return surprise / (surprise + self.config.alarm_surprise)
+
+    @staticmethod
+    def _explain(feature: _Feature, x: float, surprise: float, held: bool) -> Explanation:
+        return Explanation(feature.name, x, feature.center, feature.spread,
+                           (x - feature.center) / feature.spread, surprise, held)
 
     def state(self) -> dict[str, Any]:
-        """Everything the detector has learnt, as JSON-able numbers and lists (no pickle)."""
+        """Everything the detector has learnt, as JSON-able numbers and lists (no pickle); a
+        frozen detector's without the feature histories."""
+        windows = self._windows
         return {
             "version": STATE_VERSION,
             "config": asdict(self.config),
             "rows": self._rows,
             "hold": self._hold,
-            "previous": self._previous,
-            "recent": list(self._recent),
-            "changes": list(self._changes),
-            "slots": {str(slot): list(values) for slot, values in self._slots.items()},
-            "features": {f.name: f.state() for f in (*self._features, *self._volatility, self._rhythm)},
+            "frozen": self.frozen,
+            "previous": windows.previous,
+            "recent": list(windows.recent),
+            "changes": list(windows.changes),
+            "slots": {str(slot): list(values) for slot, values in windows.slots.items()},
+            "features": {f.name: f.state(with_history=not self.frozen) for f in self._all_features()},
         }
 
     @classmethod
@@ -273,12 +361,14 @@ class Detector:
                                    "volatility": tuple(raw["volatility"])})
         detector = cls(config)
         detector._rows, detector._hold = int(state["rows"]), int(state["hold"])
+        detector.frozen = bool(state["frozen"])
+        windows = detector._windows
         previous = state["previous"]
-        detector._previous = None if previous is None else float(previous)
-        detector._recent.extend(float(x) for x in state["recent"])
-        detector._changes.extend(float(x) for x in state["changes"])
+        windows.previous = None if previous is None else float(previous)
+        windows.recent.extend(float(x) for x in state["recent"])
+        windows.changes.extend(float(x) for x in state["changes"])
         for slot, values in state["slots"].items():
-            detector._slots[int(slot)] = deque((float(x) for x in values), maxlen=config.rhythm_depth)
-        for feature in (*detector._features, *detector._volatility, detector._rhythm):
+            windows.slots[int(slot)] = deque((float(x) for x in values), maxlen=config.rhythm_depth)
+        for feature in detector._all_features():
             feature.restore(state["features"][feature.name])
         return detector

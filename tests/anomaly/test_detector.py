@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomaly.detector import LEARNING, MAX_MAGNITUDE, Detector, DetectorConfig, Explanation
+from anomaly.detector import (
+    LEARNING,
+    MAX_MAGNITUDE,
+    STATE_VERSION,
+    Detector,
+    DetectorConfig,
+    Explanation,
+)
 from anomaly.nab.detect import DataRow, score_rows
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -116,7 +123,7 @@ def test_a_stored_state_names_its_version_and_refuses_another() -> None:
     detector = Detector()
     run(detector.config, noisy(100), 60, detector)
     state = detector.state()
-    assert state["version"] == 1
+    assert state["version"] == STATE_VERSION
     with pytest.raises(ValueError, match="version"):
         Detector.from_state({**state, "version": 99})
 
@@ -131,3 +138,46 @@ def test_a_value_that_is_not_finite_or_beyond_range_is_refused() -> None:
 def test_a_configuration_without_increasing_windows_is_refused() -> None:
     with pytest.raises(ValueError, match="windows"):
         DetectorConfig(windows=(4, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(CONFIGS, series, st.lists(values, min_size=1, max_size=20))
+def test_peeking_learns_nothing_and_a_frozen_state_peeks_alike(
+        config: DetectorConfig, history: tuple[list[float], int], later: list[float]) -> None:
+    points, step = history
+    detector = Detector(config)
+    run(config, points, step, detector)
+    detector.freeze()
+    before = json.dumps(detector.state())
+    since = [(START + timedelta(seconds=step * (len(points) + i)), x) for i, x in enumerate(later[:-1])]
+    at = START + timedelta(seconds=step * (len(points) + len(later)))
+    peeked = detector.peek(at, later[-1], since)
+    assert json.dumps(detector.state()) == before
+    assert detector.peek(at, later[-1], since) == peeked
+    restored = Detector.from_state(json.loads(json.dumps(detector.state(), allow_nan=False)))
+    assert restored.peek(at, later[-1], since) == peeked
+    assert 0.0 <= peeked[0] <= 1.0
+
+
+def test_a_frozen_detector_refuses_to_learn_and_keeps_no_feature_histories() -> None:
+    detector = Detector()
+    run(detector.config, noisy(300), 60, detector)
+    detector.freeze()
+    state = detector.state()
+    assert all(feature["history"] is None for feature in state["features"].values())
+    with pytest.raises(ValueError, match="frozen"):
+        detector.update(START, 10.0)
+
+
+def test_a_peek_sees_the_values_that_came_since_training() -> None:
+    """A level shift that began after training: the mean of the last 4 values only knows it
+    through `since`."""
+    detector = Detector()
+    run(detector.config, noisy(300), 3600, detector)
+    detector.freeze()
+    after = START + timedelta(hours=300)
+    shifted = [(after + timedelta(hours=i), 12.5) for i in range(3)]
+    alone, _ = detector.peek(after + timedelta(hours=3), 12.5)
+    score, why = detector.peek(after + timedelta(hours=3), 12.5, shifted)
+    assert score >= 0.5 and why.feature == "mean_4"
+    assert alone < score
