@@ -151,6 +151,10 @@ class CitizenSpec:
     habits: Habits
     stream: str  # what every keyed draw about this citizen starts from
     episodes: list[Episode] = field(default_factory=list, compare=False)
+    # Scales the day-to-day drift, the spread of one reading and the device error (not the
+    # bias, the rhythm or the episodes): 2.0 is a noisier population of the same people, to
+    # see whether alerting tuned on ordinary noise over-fits it (`telecare evaluate --noise`).
+    noise: float = 1.0
 
     def device(self, kind: str) -> DeviceSpec | None:
         return next((d for d in self.devices if d.kind == kind), None)
@@ -202,7 +206,7 @@ def _habits(rng: random.Random) -> Habits:
                   jitter_min=round(rng.uniform(5, 40), 1))
 
 
-def _citizen(i: int, seed: int, prefix: str) -> CitizenSpec:
+def _citizen(i: int, seed: int, prefix: str, noise: float) -> CitizenSpec:
     condition = CONDITIONS[i % len(CONDITIONS)]
     key = f"{prefix}{i:04d}"
     rng = keyed(seed, "citizen", i)
@@ -217,12 +221,16 @@ def _citizen(i: int, seed: int, prefix: str) -> CitizenSpec:
     body = _body(rng, condition, unusual)
     return CitizenSpec(key=key, display_name=f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
                        condition=condition, devices=tuple(devices), body=body,
-                       habits=_habits(rng), stream=f"{seed}:{key}")
+                       habits=_habits(rng), stream=f"{seed}:{key}", noise=noise)
 
 
-def build_fleet(citizens: int, seed: int, prefix: str = "sim") -> list[CitizenSpec]:
-    """`citizens` simulated people with their kit; conditions spread evenly, seed-determined."""
-    return [_citizen(i, seed, prefix) for i in range(citizens)]
+def build_fleet(citizens: int, seed: int, prefix: str = "sim",
+                noise: float = 1.0) -> list[CitizenSpec]:
+    """`citizens` simulated people with their kit; conditions spread evenly, seed-determined.
+    `noise` scales their measurement noise (CitizenSpec.noise); the draws stay the same."""
+    if noise <= 0:
+        raise ValueError("noise is a positive factor")
+    return [_citizen(i, seed, prefix, noise) for i in range(citizens)]
 
 
 def plan_episodes(fleet: list[CitizenSpec], start: datetime, end: datetime,
@@ -245,7 +253,8 @@ def true_value(citizen: CitizenSpec, metric: str, at: datetime) -> float:
     error: baseline + day's drift + daily rhythm + what her episodes change."""
     phi, sd = DRIFT[metric]
     value = citizen.body.metrics()[metric] + ar1(f"{citizen.stream}:{metric}",
-                                                 day_number(local_date(at)), phi, sd)
+                                                 day_number(local_date(at)), phi,
+                                                 sd * citizen.noise)
     if metric in RHYTHM:
         amplitude, peak = RHYTHM[metric]
         value += amplitude * rhythm(at, peak)
@@ -260,12 +269,13 @@ def true_value(citizen: CitizenSpec, metric: str, at: datetime) -> float:
     return value + sum(e.change.get(metric, 0.0) * e.severity(at) for e in citizen.episodes)
 
 
-def _shown(value: float, accuracy: Accuracy | None, rng: random.Random) -> float:
+def _shown(value: float, accuracy: Accuracy | None, rng: random.Random,
+           noise: float = 1.0) -> float:
     if accuracy is None:
         return value
     if accuracy.relative:
-        return value * (1 + accuracy.bias + rng.gauss(0, accuracy.sd))
-    return value + accuracy.bias + rng.gauss(0, accuracy.sd)
+        return value * (1 + accuracy.bias + rng.gauss(0, accuracy.sd * noise))
+    return value + accuracy.bias + rng.gauss(0, accuracy.sd * noise)
 
 
 def measure(citizen: CitizenSpec, device_kind: str, at: datetime, rng: random.Random,
@@ -283,11 +293,11 @@ def measure(citizen: CitizenSpec, device_kind: str, at: datetime, rng: random.Ra
         if metric == "blood_glucose":
             # A hypo's planned low is the true value at that moment; only the meter errs.
             if not any(e.kind == "hypoglycaemia" and e.active(at) for e in citizen.episodes):
-                true *= 1 + rng.gauss(0, GLUCOSE_WITHIN)
+                true *= 1 + rng.gauss(0, GLUCOSE_WITHIN * citizen.noise)
         else:
-            true += rng.gauss(0, citizen.body.pulse_sd if metric == "pulse_rate"
-                              else WITHIN[metric])
-        shown = _shown(true, errors.get(name), rng)
+            true += rng.gauss(0, citizen.noise * (citizen.body.pulse_sd if metric == "pulse_rate"
+                                                  else WITHIN[metric]))
+        shown = _shown(true, errors.get(name), rng, citizen.noise)
         if name == "spo2":
             shown = min(100.0, shown)
         values[name] = round(max(0.0, shown), DECIMALS[name])

@@ -1,5 +1,5 @@
 """`telecare migrate | ingest | alerts | api | users | citizens | devices | broker | simulate | demo |
-nab | schema`."""
+nab | evaluate | schema`."""
 
 from __future__ import annotations
 
@@ -359,6 +359,27 @@ def cmd_nab_detect(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from evaluation import report
+    from evaluation.population import default_limits
+    from evaluation.service import Options, evaluate
+
+    out = Path(args.out)
+    options = Options(admin_dsn=args.dsn or settings.database_dsn(), citizens=args.citizens,
+                      days=args.days, seeds=tuple(args.seeds), noise=args.noise,
+                      nurses=args.nurses, out=out, keep=args.keep, jobs=args.jobs,
+                      limits=default_limits(settings))
+    began = time.monotonic()
+    results = evaluate(options)
+    wall_s = time.monotonic() - began
+    report.write(results, options, wall_s, out)
+    print(report.text_table(results))
+    print(f"{report.TARGET}\nreport and figures in {out}; wall time {wall_s:.0f} s")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telecare", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -529,6 +550,22 @@ def _parser() -> argparse.ArgumentParser:
     nab_detect.add_argument("out_dir", help="where each file goes, at the same relative path, with an "
                             "added anomaly_score column")
     nab_detect.set_defaults(run=cmd_nab_detect)
+
+    evaluate = sub.add_parser("evaluate", help="alert quality of the rules on simulated "
+                              "populations, each in a fresh database (docs/evaluation.md)")
+    evaluate.add_argument("--citizens", type=int, default=60, help="per population (5 conditions)")
+    evaluate.add_argument("--days", type=float, default=60.0)
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                          help="the first is the development seed")
+    evaluate.add_argument("--noise", type=float, default=2.0, help="factor on measurement noise "
+                          "of one more population on the development seed (1: none)")
+    evaluate.add_argument("--nurses", type=int, default=2, help="team size for alerts per nurse-day")
+    evaluate.add_argument("--out", default="evaluation-report")
+    evaluate.add_argument("--dsn", default=None, help="admin DSN of the server to create the "
+                          "databases on (default the configured database's)")
+    evaluate.add_argument("--keep", action="store_true", help="keep the databases")
+    evaluate.add_argument("--jobs", type=int, default=2, help="populations evaluated at once")
+    evaluate.set_defaults(run=cmd_evaluate)
 
     schema = sub.add_parser("schema", help="write the protocol's JSON Schemas")
     schema.add_argument("--out", default="docs/schema")

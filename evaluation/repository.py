@@ -1,0 +1,27 @@
+"""SQL of the evaluation: what the population's database holds, for the nothing-lost check.
+Functions take a connection and never commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+Conn = psycopg.Connection[Any]
+
+STORED_COUNTS = """
+SELECT (SELECT count(*) FROM readings) AS readings,
+       (SELECT count(*) FROM readings WHERE late) AS readings_late,
+       (SELECT count(*) FROM readings WHERE quality = 'implausible') AS readings_implausible,
+       (SELECT count(*) FROM device_events) AS events,
+       (SELECT count(*) FROM device_events WHERE late) AS events_late,
+       (SELECT count(*) FROM dead_letters) AS dead_letters"""
+
+
+def stored_counts(conn: Conn) -> dict[str, int]:
+    """Rows of readings (late, implausible), events (late) and dead letters."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(STORED_COUNTS).fetchone()
+    assert row is not None
+    return {key: int(value) for key, value in row.items()}
