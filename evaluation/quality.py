@@ -11,13 +11,19 @@ see all of them: onset at or after the period's start and crisis before its end.
 Catching counts the rules that look at the citizen's state, not the adherence rules (a missed
 measurement, not measuring for days): those alert on absent data, which during an episode is
 mostly the hospital stay after the crisis or a coincidence. The share caught by any rule,
-adherence included, is given beside it. Every alert counts in the burden figures."""
+adherence included, is given beside it. Every alert counts in the burden figures.
+
+Nobody acknowledges or resolves alerts in a replay, so an alert that does not clear itself
+stays open and the next episode's findings only repeat it (count + 1) instead of opening a
+new alert. The shares "by finding" count an episode as caught by the first raising finding
+(one that opened or repeated an alert) of a state rule in [onset, last]: what a nurse who
+resolves alerts promptly would have been shown as a new alert."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -98,6 +104,8 @@ class KindFigures:
     lead_median_h: float | None
     lead_p10_h: float | None
     caught_any_rule: float | None = None  # adherence rules included
+    caught_by_finding: float | None = None  # repeats of an alert held open count too
+    caught_ahead_by_finding: float | None = None
     first_rules: dict[str, int] = field(default_factory=dict)  # rule of the first alert
 
 
@@ -158,9 +166,15 @@ def quantile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def kind_figures(matches: Sequence[Match], any_rule: Sequence[Match] = ()) -> KindFigures:
+def _share(matches: Sequence[Match], caught: Callable[[Match], bool]) -> float | None:
+    return sum(caught(m) for m in matches) / len(matches) if matches else None
+
+
+def kind_figures(matches: Sequence[Match], any_rule: Sequence[Match] = (),
+                 by_finding: Sequence[Match] = ()) -> KindFigures:
     """Caught shares, lead median and 10th percentile (over caught episodes), first rules;
-    `any_rule` are the same episodes matched with the adherence rules too."""
+    `any_rule` are the same episodes matched with the adherence rules too, `by_finding`
+    matched with the raising findings."""
     n = len(matches)
     leads = [m.lead_h for m in matches if m.lead_h is not None]
     return KindFigures(
@@ -168,8 +182,9 @@ def kind_figures(matches: Sequence[Match], any_rule: Sequence[Match] = ()) -> Ki
         caught=len(leads) / n if n else None,
         caught_ahead=sum(m.ahead for m in matches) / n if n else None,
         lead_median_h=quantile(leads, 0.5), lead_p10_h=quantile(leads, 0.1),
-        caught_any_rule=(sum(m.first is not None for m in any_rule) / len(any_rule)
-                         if any_rule else None),
+        caught_any_rule=_share(any_rule, lambda m: m.first is not None),
+        caught_by_finding=_share(by_finding, lambda m: m.first is not None),
+        caught_ahead_by_finding=_share(by_finding, lambda m: m.ahead),
         first_rules=dict(Counter(m.first.rule for m in matches if m.first is not None)
                          .most_common()))
 
@@ -185,15 +200,18 @@ def non_actionable(alerts: Iterable[RaisedAlert], episodes: Sequence[TrueEpisode
 
 
 def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], period: Period,
-            nurses: int, kinds: Iterable[str] = ()) -> Figures:
-    """Every figure of the report for one population. `kinds` are listed even when empty."""
+            nurses: int, kinds: Iterable[str] = (),
+            findings: Sequence[RaisedAlert] = ()) -> Figures:
+    """Every figure of the report for one population. `kinds` are listed even when empty;
+    `findings` are the raising findings (opened_at: when evaluated)."""
     inside = [a for a in alerts if period.start <= a.opened_at < period.end]
     chosen = scored(episodes, period)
     clinical = match(chosen, [a for a in inside if not is_adherence(a.rule)])
     any_rule = match(chosen, inside)
-    by_kind = {kind: kind_figures(*_of_kinds((kind,), clinical, any_rule))
+    by_finding = match(chosen, [f for f in findings if not is_adherence(f.rule)])
+    by_kind = {kind: kind_figures(*_of_kinds((kind,), clinical, any_rule, by_finding))
                for kind in sorted({*kinds, *(e.kind for e in chosen)})}
-    by_kind[POOLED] = kind_figures(*_of_kinds(DETERIORATION, clinical, any_rule))
+    by_kind[POOLED] = kind_figures(*_of_kinds(DETERIORATION, clinical, any_rule, by_finding))
     false = non_actionable(inside, episodes)
     weeks = period.citizen_weeks()
     return Figures(

@@ -40,6 +40,10 @@ def _kind_rows(kind: str) -> list[Row]:
                         cell(lambda k: _pct(k.caught_any_rule)))]
     if kind not in ACUTE:
         rows.append((f"{kind}: caught >= 24 h ahead", cell(lambda k: _pct(k.caught_ahead))))
+    rows.append((f"{kind}: caught by finding", cell(lambda k: _pct(k.caught_by_finding))))
+    if kind not in ACUTE:
+        rows.append((f"{kind}: caught by finding >= 24 h ahead",
+                     cell(lambda k: _pct(k.caught_ahead_by_finding))))
     rows += [(f"{kind}: lead median h", cell(lambda k: _hours(k.lead_median_h))),
              (f"{kind}: lead p10 h", cell(lambda k: _hours(k.lead_p10_h)))]
     return rows

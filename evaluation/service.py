@@ -108,10 +108,12 @@ def _evaluate_one(options: Options, spec: Spec, plots: bool) -> PopulationResult
         keys = {v: k for k, v in population.citizen_ids.items()}
         alerts = [RaisedAlert(keys[a.citizen_id], a.rule, a.severity.value, a.opened_at)
                   for a in replayed.alerts]
+        raising = [RaisedAlert(keys[f["citizen_id"]], f["rule"], f["severity"], f["evaluated_at"])
+                   for f in repository.raising_findings(conn, replayed.run_id)]
         episodes = true_episodes(population)
         period = Period(spec.start, spec.end, spec.citizens)
         result = PopulationResult(
-            spec=spec, figures=figures(episodes, alerts, period, options.nurses, KINDS),
+            spec=spec, figures=figures(episodes, alerts, period, options.nurses, KINDS, raising),
             counts=_counts(conn, population, replayed.items), seconds=seconds)
         if plots and options.out is not None:
             result.plots = _plot_kinds(conn, population, episodes, alerts, period, options.out)

@@ -98,18 +98,23 @@ def test_figures_of_a_population() -> None:
     hypo = TrueEpisode("e2", "b", "hypoglycaemia", T0 + 3 * D, T0 + 3 * D, T0 + 3 * D + timedelta(minutes=12))
     alerts = [alert(HF.crisis - 48 * H),  # catches HF two days ahead
               alert(HF.crisis - 60 * H, rule="missed:body_weight"),  # adherence: not a catch
-              alert(hypo.onset + 5 * timedelta(minutes=1), rule="threshold:blood_glucose",
-                    citizen="b"),
               alert(T0 + 20 * D, rule="missed:body_weight"),  # non-actionable
               alert(T0 + 40 * D)]  # after the period: not counted
-    result = figures([HF, hypo], alerts, PERIOD, nurses=2, kinds=("bp_rise",))
+    # The hypo's low repeats an open glucose alert: caught only by finding.
+    findings = [alert(hypo.onset + timedelta(minutes=5), rule="threshold:blood_glucose",
+                      citizen="b"),
+                alert(HF.crisis - 2 * H, rule="missed:body_weight")]
+    result = figures([HF, hypo], alerts, PERIOD, nurses=2, kinds=("bp_rise",),
+                     findings=findings)
     hf = result.by_kind["hf_decompensation"]
     assert (hf.episodes, hf.caught, hf.caught_ahead, hf.lead_median_h) == (1, 1.0, 1.0, 48.0)
     assert hf.caught_any_rule == 1.0 and hf.first_rules == {"trend:weight_gain": 1}
-    assert result.by_kind["hypoglycaemia"].lead_median_h == pytest.approx(-5 / 60)
+    hypo_figures = result.by_kind["hypoglycaemia"]
+    assert (hypo_figures.caught, hypo_figures.caught_by_finding) == (0.0, 1.0)
+    assert hf.caught_by_finding == 0.0  # the adherence finding does not count
     assert result.by_kind["bp_rise"].episodes == 0
     assert result.by_kind[POOLED].episodes == 1
-    assert result.alerts == 4 and result.non_actionable == 1
+    assert result.alerts == 3 and result.non_actionable == 1
     assert result.non_actionable_per_citizen_week == pytest.approx(1 / 8)
-    assert result.alerts_per_nurse_day == pytest.approx(4 / 28 / 2)
+    assert result.alerts_per_nurse_day == pytest.approx(3 / 28 / 2)
     assert result.by_rule["missed:body_weight"].overlapping == 1
