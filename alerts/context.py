@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from alerts import baseline_repository
 from alerts import context_repository as repo
 from alerts.models import (
     Bands,
@@ -28,9 +29,11 @@ from alerts.models import (
 )
 from alerts.plans import default_thresholds
 from alerts.rules import DEAD_LETTER_WINDOW, LOOKBACK
+from anomaly.baseline import Baseline
 from devices.catalogue import IMPLAUSIBLE
 
 if TYPE_CHECKING:
+    from alerts.baseline_cache import BaselineCache
     from alerts.configuration_cache import ConfigurationCache
     from alerts.history_cache import HistoryCache
 
@@ -296,8 +299,9 @@ def window(now: datetime, new: NewItems | None, lookback: timedelta = LOOKBACK
 def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
                   new: NewItems | None = None, *,
                   proposed: Mapping[str, Threshold] | None = None,
-                  lookback: timedelta = LOOKBACK) -> CitizenContext:
-    """The context of `citizen` at `now` cut from `history` (pure)."""
+                  lookback: timedelta = LOOKBACK,
+                  baselines: Mapping[str, Baseline] | None = None) -> CitizenContext:
+    """The context of `citizen` at `now` cut from `history`, with her `baselines` (pure)."""
     since, until = window(now, new, lookback)
     plans = history.plans_at(now)
     names = tuple(plans)
@@ -310,7 +314,7 @@ def build_context(citizen: UUID, history: CitizenHistory, now: datetime,
         readings=history.readings_within(since, until), events=history.events_within(since, until),
         new_readings=tuple(items.readings), new_events=tuple(items.events),
         devices=tuple(history.devices), pauses=pauses, plan_settings=plans,
-        prepared_series=history.series_within(since, until))
+        prepared_series=history.series_within(since, until), baselines=baselines or {})
 
 
 def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]],
@@ -383,10 +387,11 @@ def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
                   new: Mapping[UUID, NewItems] | None = None,
                   lookback: timedelta = LOOKBACK, cache: HistoryCache | None = None,
                   configurations: ConfigurationCache | None = None,
+                  baselines: BaselineCache | None = None,
                   with_devices: bool = True) -> dict[UUID, CitizenContext]:
     """The live context of each citizen at `now`, with the new items that triggered it (which
-    `cache`, when given, learns: they are stored rows), with configurations from
-    `configurations` when given; without devices when the rules to run
+    `cache`, when given, learns: they are stored rows), with configurations and baselines from
+    `configurations` and `baselines` when given; without devices when the rules to run
     look at none."""
     new = new or {}
     windows = {citizen: window(now, new.get(citizen), lookback) for citizen in citizens}
@@ -396,6 +401,8 @@ def load_contexts(conn: Conn, citizens: Sequence[UUID], now: datetime, *,
         histories[citizen].merge(items.readings, items.events)
     if cache is not None:
         cache.recount(new)
+    learnt = (baselines.baselines(conn, citizens) if baselines is not None
+              else baseline_repository.load(conn, citizens))
     return {citizen: build_context(citizen, histories[citizen], now, new.get(citizen),
-                                   lookback=lookback)
+                                   lookback=lookback, baselines=learnt.get(citizen))
             for citizen in citizens}

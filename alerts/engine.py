@@ -22,20 +22,22 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
 from alerts import context_repository as repo
-from alerts import service
+from alerts import retraining, service
+from alerts.baseline_cache import BaselineCache
 from alerts.configuration_cache import ConfigurationCache
 from alerts.context import group_queue_rows, load_contexts
 from alerts.history_cache import HistoryCache
 from alerts.models import CitizenContext, Finding
 from alerts.priority import urgent_citizens
 from alerts.rules import evaluate_new, evaluate_tick
+from anomaly.baseline import BaselineConfig
 from core import locks
 from core.db import cancel_when_stop_overruns, describe_error, use_utc
 
@@ -62,6 +64,7 @@ class EngineCounters:
     ticks: int = 0
     escalations: int = 0
     released: int = 0
+    retrained: int = 0  # citizens whose baselines were retrained
     retries: int = 0  # sessions ended by an error, retried after a back-off
     leader_sessions: int = 0
 
@@ -76,9 +79,14 @@ class AlertEngine:
     def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
                  batch_max: int = 5_000, batch_citizens: int = 100, tick_chunk: int = 100,
                  standby_retry_s: float = 1.0,
-                 stop_timeout_s: float = 10.0, cache: bool = True) -> None:
-        """`cache`: keep histories and configurations between batches (off: every batch
-        reads them, as the engine did before the caches; the engine benchmark's baseline)."""
+                 stop_timeout_s: float = 10.0, cache: bool = True,
+                 baselines: BaselineConfig | None = None,
+                 retrain_every: timedelta = retraining.DEFAULT_EVERY,
+                 retrain_chunk: int = retraining.DEFAULT_CHUNK) -> None:
+        """`cache`: keep histories, configurations and baselines between batches (off: every
+        batch reads them, as the engine did before the caches; the engine benchmark's
+        baseline). Each tick retrains `retrain_chunk` citizens whose personal baselines are
+        older than `retrain_every`."""
         self._dsn = dsn
         self._clock = clock
         self._tick_s = tick_s
@@ -89,7 +97,9 @@ class AlertEngine:
         self._stop_timeout_s = stop_timeout_s
         self._conn: Conn | None = None
         self._use_cache = cache
-        self._cache, self._configurations = self._new_caches()
+        self._baseline_config = baselines or BaselineConfig()
+        self._retrain_every, self._retrain_chunk = retrain_every, retrain_chunk
+        self._cache, self._configurations, self._baselines = self._new_caches()
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
         # The last batch left items queued (or none was taken yet): a backlog, for triage.
         self._behind = True
@@ -97,10 +107,11 @@ class AlertEngine:
         self.leading = threading.Event()
         self.counters = EngineCounters()
 
-    def _new_caches(self) -> tuple[HistoryCache | None, ConfigurationCache | None]:
+    def _new_caches(self) -> tuple[HistoryCache | None, ConfigurationCache | None,
+                                   BaselineCache | None]:
         if not self._use_cache:
-            return None, None
-        return HistoryCache(), ConfigurationCache()
+            return None, None, None
+        return HistoryCache(), ConfigurationCache(), BaselineCache()
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -144,7 +155,7 @@ class AlertEngine:
             use_utc(conn)
             self._conn = conn
             # What a former session (or leader) saw may be gone; what it triaged is evaluated.
-            self._cache, self._configurations = self._new_caches()
+            self._cache, self._configurations, self._baselines = self._new_caches()
             self._scanned = 0
             self._behind = True
             try:
@@ -252,7 +263,8 @@ class AlertEngine:
         grouped = group_queue_rows(rows)
         # The rules about new items look at no device state (the tick's rules do).
         contexts = load_contexts(conn, list(grouped), now, new=grouped, cache=self._cache,
-                                 configurations=self._configurations, with_devices=False)
+                                 configurations=self._configurations, baselines=self._baselines,
+                                 with_devices=False)
         findings = self._record(conn, contexts, evaluate_new, now)
         self.counters.batches += 1
         self.counters.items += len(rows)
@@ -274,7 +286,18 @@ class AlertEngine:
         with conn.transaction():
             self.counters.escalations += service.escalate_due(conn, now)
             self.counters.released += service.release_held(conn, None, now)
+        self.retrain_once(conn, now)
         self.counters.ticks += 1
+
+    def retrain_once(self, conn: Conn, now: datetime) -> int:
+        """Retrain one chunk of the citizens whose baselines are due; how many."""
+        with conn.transaction():
+            trained = retraining.retrain_due(conn, now, self._baseline_config,
+                                             self._retrain_every, self._retrain_chunk)
+        if self._baselines is not None:
+            self._baselines.put(trained)
+        self.counters.retrained += len(trained)
+        return len(trained)
 
     @staticmethod
     def _record(conn: Conn, contexts: dict[UUID, CitizenContext], evaluate: Evaluate,

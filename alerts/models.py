@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from anomaly.baseline import Baseline
 from devices.catalogue import IMPLAUSIBLE
 
 
@@ -207,6 +208,8 @@ class CitizenContext:
     # Per metric, `readings` as a Series, when the builder has them at hand (a metric missing
     # then has none); None: computed when asked.
     prepared_series: Mapping[str, Series] | None = field(default=None, compare=False, repr=False)
+    # Personal baselines by series (alerts/baselines.py), as last retrained.
+    baselines: Mapping[str, Baseline] = field(default_factory=dict, compare=False, repr=False)
 
     def series(self, metric: str) -> Series:
         """The plausible readings of `metric` in `readings`."""

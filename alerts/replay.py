@@ -10,6 +10,12 @@ the devices each citizen had, with no status: readings and events still count as
 (so "not measuring" is replayed), but the rules that rest on status messages and dead letters
 (device offline, battery low, invalid payloads) are left out of a replay.
 
+Personal baselines are retrained every `retrain_every` of measured time from what was measured
+before, leaving out pauses and the replay's own alerts (alerts/baselines.py), as `telecare alerts`
+retrains them live; the history is loaded from one training window before the period. Nobody
+resolves a replay's alerts unless `resolve_after` is given: then a simulated nurse resolves each
+alert that long after it opened (outcome "other"), so that a later episode can raise a new one.
+
 Each citizen's data is loaded once per chunk of citizens and every step's context is cut from
 it in memory (the same build_context the live engine uses)."""
 
@@ -27,6 +33,7 @@ from uuid import UUID
 import psycopg
 
 from alerts import replay_repository as repo
+from alerts.baselines import AlertSpan, excluded_periods, series_of, train_citizen
 from alerts.context import (
     CitizenHistory,
     NewItems,
@@ -35,14 +42,17 @@ from alerts.context import (
     proposed_thresholds,
 )
 from alerts.escalation import DEFAULT_POLICY, EscalationPolicy, parse_policy
-from alerts.lifecycle import AlertState, apply_finding, escalate, release
+from alerts.lifecycle import AlertState, apply_finding, escalate, release, resolve
 from alerts.models import Bands, DeviceState, EventView, Finding, ReadingView, Threshold
+from alerts.retraining import DEFAULT_EVERY
 from alerts.rules import LOOKBACK, evaluate_new, evaluate_tick
+from anomaly.baseline import Baseline, BaselineConfig
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
 CHUNK = 200  # citizens loaded at once
+SIMULATED_NURSE = "resolved by the replay's simulated nurse"
 # Rules that rest on device status and dead letters, whose history is not stored.
 STATUS_RULES = frozenset({"device_offline", "battery_low", "invalid_payloads"})
 
@@ -58,6 +68,9 @@ class ReplayRequest:
     proposed: Mapping[str, Bands] | None = None
     tick_s: float | None = 900.0
     requested_by: str = "system"
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    retrain_every: timedelta = DEFAULT_EVERY
+    resolve_after: timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -128,13 +141,17 @@ class _Timeline:
                 self.active.pop(finding.rule, None)
             self.findings.append(_finding_row(self.citizen, finding, now, index))
 
-    def tick(self, now: datetime, paused: Callable[[datetime], bool]) -> None:
-        """Escalation due by now; the release of held alerts once no pause covers now."""
+    def tick(self, now: datetime, paused: Callable[[datetime], bool],
+             resolve_after: timedelta | None) -> None:
+        """Escalation due by now; the release of held alerts once no pause covers now; the
+        simulated nurse's resolution `resolve_after` an alert opened."""
         for rule, index in list(self.active.items()):
             state = self.alerts[index]
             if state.held and not paused(now):
                 state, _ = release(state, now, self.policy)
             state, _ = escalate(state, now, self.policy)
+            if resolve_after is not None and state.active and now >= state.opened_at + resolve_after:
+                state, _ = resolve(state, "replay", "other", SIMULATED_NURSE, now)
             self.alerts[index] = state
             if not state.active:
                 self.active.pop(rule, None)
@@ -187,21 +204,40 @@ def _ticks(start: datetime, end: datetime, tick_s: float | None) -> list[datetim
     return [start + i * step for i in range(count + 1) if start + i * step < end]
 
 
+def _train(timeline: _Timeline, history: CitizenHistory, now: datetime,
+           config: BaselineConfig) -> dict[str, Baseline]:
+    """The citizen's baselines as a retraining at `now` would give them."""
+    since = now - config.training_window
+    spans = [AlertSpan(a.rule, a.first_measured_at, a.resolved_at, a.outcome)
+             for a in timeline.alerts]
+    return train_citizen(series_of(history.plans_at(now)), history.series_within(since, now),
+                         history.readings_within(since, now), history.events_within(since, now),
+                         excluded_periods(spans, history.pauses), now, config)
+
+
 def _replay_citizen(timeline: _Timeline, history: CitizenHistory, request: ReplayRequest,
                     proposed: Mapping[str, Threshold] | None) -> int:
     """Step one citizen through the period; returns how many items were replayed."""
     steps = _steps(history, request.start, request.end)
     ticks = set(_ticks(request.start, request.end, request.tick_s))
+    baselines: dict[str, Baseline] = {}
+    retrain_at = request.start
     for now in sorted(steps.keys() | ticks):
+        if now >= retrain_at:
+            baselines = _train(timeline, history, now, request.baselines)
+            while retrain_at <= now:
+                retrain_at += request.retrain_every
         items = steps.get(now)
         if items is not None:
-            context = build_context(timeline.citizen, history, now, items, proposed=proposed)
+            context = build_context(timeline.citizen, history, now, items, proposed=proposed,
+                                    baselines=baselines)
             timeline.apply(evaluate_new(context, now), now)
         if now in ticks:
-            context = build_context(timeline.citizen, history, now, proposed=proposed)
+            context = build_context(timeline.citizen, history, now, proposed=proposed,
+                                    baselines=baselines)
             if context.plans:
                 timeline.apply(evaluate_tick(context, now), now)
-            timeline.tick(now, context.paused_at)
+            timeline.tick(now, context.paused_at, request.resolve_after)
     return sum(len(s.readings) + len(s.events) for s in steps.values())
 
 
@@ -221,7 +257,9 @@ def run_replay(conn: Conn, request: ReplayRequest, started_at: datetime,
     for first in range(0, len(citizens), CHUNK):
         chunk = citizens[first:first + CHUNK]
         teams = {row["citizen_id"]: row for row in repo.policies(conn, chunk)}
-        windows = {citizen: (request.start - LOOKBACK, request.end) for citizen in chunk}
+        # The rules' look-back, and a training window for the baselines.
+        before = max(LOOKBACK, request.baselines.training_window)
+        windows = {citizen: (request.start - before, request.end) for citizen in chunk}
         histories = load_histories(conn, windows, None, with_devices=False)
         for row in repo.paired_devices(conn, chunk, request.start, request.end):
             histories[row["citizen_id"]].devices.append(DeviceState(

@@ -28,9 +28,10 @@ state leaves out the feature histories, which only further learning would need.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -118,10 +119,15 @@ class _Ring:
     def values(self) -> FloatArray:
         return self.buf if self.count == len(self.buf) else self.buf[:self.count]
 
+    def release(self) -> None:
+        """Give the buffer back (a frozen detector learns no more); the count stays."""
+        self.buf = np.zeros(0)
+
     def held(self) -> list[float]:
         """The values held, in buffer order (a sum's last bit depends on it): what the state
         keeps rather than the whole, mostly empty, buffer."""
-        return self.buf[:self.count].tolist()
+        values: list[float] = self.buf[:self.count].tolist()
+        return values
 
     def refill(self, values: list[float], pos: int) -> None:
         if len(values) > len(self.buf) or not 0 <= pos < len(self.buf):
@@ -139,7 +145,9 @@ class _Feature:
         self.ring = _Ring(history)
         self.center = 0.0
         self.spread = 0.0
-        self.distances: list[float] = []  # sorted |x - center| of the ring at the last fit
+        # Sorted |x - center| of the ring at the last fit: an array of doubles, a quarter of a
+        # list's memory (a citizen's baselines are kept in memory by the engine).
+        self.distances: array[float] = array("d")
         self.tail_scale = 1.0
 
     def fit(self, scale_floor: float) -> None:
@@ -147,7 +155,7 @@ class _Feature:
         self.center = center = float(np.median(past))
         distances = np.sort(np.abs(past - center))
         n = len(distances)
-        self.distances = distances.tolist()
+        self.distances = array("d", distances.tobytes())
         q90 = float(distances[int(0.9 * (n - 1))])
         top = distances[distances > q90]
         # The mean excess over the 90th percentile is the exponential tail's scale (its MLE).
@@ -169,15 +177,17 @@ class _Feature:
     def state(self, with_history: bool = True) -> dict[str, Any]:
         return {"history": self.ring.held() if with_history else None, "pos": self.ring.pos,
                 "seen": self.ring.count, "center": self.center, "spread": self.spread,
-                "distances": self.distances, "tail_scale": self.tail_scale}
+                "distances": self.distances.tolist(), "tail_scale": self.tail_scale}
 
     def restore(self, state: dict[str, Any]) -> None:
         history = state["history"]
         if history is not None:
             self.ring.refill([float(x) for x in history], int(state["pos"]))
+        else:
+            self.ring.release()
         self.ring.count = int(state["seen"])
         self.center, self.spread = float(state["center"]), float(state["spread"])
-        self.distances = [float(d) for d in state["distances"]]
+        self.distances = array("d", (float(d) for d in state["distances"]))
         self.tail_scale = float(state["tail_scale"])
 
 
@@ -303,13 +313,16 @@ class Detector:
         for feature in self._all_features():
             if feature.ring.count >= self.config.learning_rows:
                 feature.fit(self.config.scale_floor)
+            feature.ring.release()
         self.frozen = True
 
     def peek(self, timestamp: datetime, value: float,
-             since: Iterable[tuple[datetime, float]] = ()) -> tuple[float, Explanation]:
+             since: Iterable[tuple[datetime, float]] = (),
+             features: Collection[str] | None = None) -> tuple[float, Explanation]:
         """The score of `value` at `timestamp` against the fitted distributions, as if the values
         `since` (oldest first, after those learnt) had come before it; learns nothing and holds
-        nothing (one excursion, one alert is the alert lifecycle's business here)."""
+        nothing (one excursion, one alert is the alert lifecycle's business here). `features`:
+        only these compete (the correction for the number tried stays that of all of them)."""
         _checked(value)
         windows = self._windows.copy()
         for at, earlier in since:
@@ -317,7 +330,7 @@ class Detector:
             windows.observe(at, earlier, self.config, self, owned_slots=False)
         best: tuple[float, _Feature, float] | None = None
         for feature, x in windows.observe(timestamp, value, self.config, self, owned_slots=False):
-            if feature.distances:
+            if feature.distances and (features is None or feature.name in features):
                 surprise = feature.surprise(x)
                 if best is None or surprise > best[0]:
                     best = (surprise, feature, x)
@@ -325,6 +338,11 @@ class Detector:
             return 0.0, LEARNING
         surprise = max(0.0, best[0] - self._bonferroni)
         return self._score(surprise), self._explain(best[1], best[2], surprise, False)
+
+    def usual(self) -> tuple[float, float]:
+        """The value feature's center and spread at its last fit."""
+        value = self._features[0]
+        return value.center, value.spread
 
     def _score(self, surprise: float) -> float:
         return surprise / (surprise + self.config.alarm_surprise)

@@ -74,6 +74,8 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
     "webhook_deliveries": ("raw", "", "raw"),
     "webhook_attempts": ("r", "", "ra"),
     "screen_messages": ("raw", "", "raw"),  # the engine queues reminders
+    # personal baselines: retrained by the engine (a row per series, rewritten), shown over the API
+    "anomaly_baselines": ("r", "", "rawd"),
     # what-if runs over the API; `telecare alerts replay` runs as the owner
     "replay_runs": ("raw", "", ""),
     "replay_findings": ("ra", "", ""),

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     # Replay steps its clock through the measured times, and ticks (missed measurements,
     # silence) at most this often on that clock.
     alerts_replay_tick_s: float = Field(default=900.0, gt=0)
+    # Personal baselines (docs/anomaly.md): a series raises nothing until it has been watched
+    # this many days; retraining looks back this many days, and takes each citizen again after
+    # this many hours, so many citizens per engine tick.
+    alerts_baseline_learning_days: float = Field(default=14.0, ge=0)
+    alerts_baseline_training_days: float = Field(default=60.0, gt=0)
+    alerts_baseline_retrain_hours: float = Field(default=24.0, gt=0)
+    alerts_baseline_retrain_chunk: int = Field(default=100, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

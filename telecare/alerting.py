@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from alerts.engine import AlertEngine
 from alerts.webhooks import WebhookSender
+from anomaly.baseline import BaselineConfig
 from core.clock import system_clock
 from core.settings import Settings
 from ingest.screen import ScreenSender
 
 log = logging.getLogger(__name__)
+
+
+def baseline_config(settings: Settings) -> BaselineConfig:
+    return BaselineConfig(learning_period=timedelta(days=settings.alerts_baseline_learning_days),
+                          training_window=timedelta(days=settings.alerts_baseline_training_days))
 
 
 def run_alerting(settings: Settings, stop: threading.Event) -> None:
@@ -34,7 +41,10 @@ def run_alerting(settings: Settings, stop: threading.Event) -> None:
                          batch_max=settings.alerts_batch_max,
                          batch_citizens=settings.alerts_batch_citizens,
                          standby_retry_s=settings.alerts_standby_retry_s,
-                         stop_timeout_s=settings.stop_timeout_s)
+                         stop_timeout_s=settings.stop_timeout_s,
+                         baselines=baseline_config(settings),
+                         retrain_every=timedelta(hours=settings.alerts_baseline_retrain_hours),
+                         retrain_chunk=settings.alerts_baseline_retrain_chunk)
     try:
         engine.run(stop)
     finally:

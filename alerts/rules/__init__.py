@@ -1,8 +1,9 @@
 """The alert rules: pure functions of a citizen's context and the time, returning findings.
 
 `evaluate_new` runs the rules driven by new readings and events (threshold, implausible values,
-weight gain, rate of change, NEWS2, emergency button, questionnaire); `evaluate_tick` runs the
-time-driven ones (missed measurements, device silence, inactivity). Both are deterministic: the
+weight gain, rate of change, NEWS2, emergency button, questionnaire, personal baselines);
+`evaluate_tick` runs the time-driven ones (missed measurements, device silence, inactivity, a
+morning without motion long past her usual first motion). Both are deterministic: the
 same context and time give the same findings with the same occurrences."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from alerts.plans import (
     default_thresholds,
     monitoring,
 )
-from alerts.rules import events, inactivity, news2, schedule, silence, threshold, trend
+from alerts.rules import anomaly, events, inactivity, news2, schedule, silence, threshold, trend
 from alerts.rules.common import LOOKBACK
 from alerts.rules.silence import DEAD_LETTER_WINDOW, HEARTBEAT
 
@@ -51,6 +52,7 @@ def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
     if NEWS2 in watched.rules and watched.news2_scale is not None:
         findings += news2.evaluate(ctx, watched.news2_scale, now)
     findings += events.evaluate(ctx, now)
+    findings += anomaly.evaluate_new(ctx, now)
     return findings
 
 
@@ -67,4 +69,5 @@ def evaluate_tick(ctx: CitizenContext, now: datetime) -> list[Finding]:
     findings += silence.evaluate(ctx, watched, now, rules, windows)
     if INACTIVITY in watched.rules:
         findings += inactivity.evaluate(ctx, watched, now)
+    findings += anomaly.late_morning(ctx, now)
     return findings

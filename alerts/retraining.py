@@ -1,0 +1,53 @@
+"""Retraining of personal baselines by `telecare alerts` (the leader, on its clock tick): the
+citizens whose baselines are missing or older than `every` are retrained from their own history
+over the training window, a chunk per tick so that a tick stays short; each chunk commits with
+the baselines it wrote. Replay trains the same way from the history it holds (alerts/replay.py)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from alerts import baseline_repository as repo
+from alerts import context_repository
+from alerts.baselines import excluded_periods, series_of, train_citizen
+from alerts.context import load_series
+from alerts.context_repository import Conn
+from anomaly.baseline import Baseline, BaselineConfig
+
+DEFAULT_EVERY = timedelta(hours=24)
+DEFAULT_CHUNK = 100
+
+
+def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
+            config: BaselineConfig) -> dict[UUID, dict[str, Baseline]]:
+    """Train and store the baselines of `citizens` at `now` (five queries, then the writes)."""
+    if not citizens:
+        return {}
+    since = now - config.training_window
+    histories = load_series(conn, {citizen: (since, now) for citizen in citizens})
+    plans: dict[UUID, list[str]] = defaultdict(list)
+    for row in context_repository.plans(conn, citizens, now):
+        plans[row["citizen_id"]].append(row["plan"])
+    pauses: dict[UUID, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    for row in context_repository.pauses_overlapping(conn, citizens, since, now):
+        pauses[row["citizen_id"]].append((row["start"], row["end"]))
+    spans = repo.alert_spans(conn, citizens, since)
+    trained = {}
+    for citizen in citizens:
+        history = histories[citizen]
+        excluded = excluded_periods(spans.get(citizen, ()), pauses[citizen])
+        trained[citizen] = train_citizen(series_of(plans[citizen]),
+                                         history.series_within(since, now), history.readings,
+                                         history.events, excluded, now, config)
+    repo.save(conn, trained)
+    return trained
+
+
+def retrain_due(conn: Conn, now: datetime, config: BaselineConfig,
+                every: timedelta = DEFAULT_EVERY, chunk: int = DEFAULT_CHUNK
+                ) -> dict[UUID, dict[str, Baseline]]:
+    """Retrain one chunk of the citizens due (in the caller's transaction): what was trained."""
+    return retrain(conn, repo.due(conn, now, now - every, chunk), now, config)

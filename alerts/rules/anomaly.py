@@ -1,0 +1,150 @@
+"""Personal-baseline rules: a new reading (or, for SpO2 with pulse, the pair) that is rare for
+this citizen against her own baseline, and a morning without motion long past her usual first
+motion. Yellow for readings (look today: it is unusual for her, not necessarily dangerous; the
+threshold rules say when it is), red for the missing morning (she may be on the floor, as the
+fixed inactivity rule says).
+
+A baseline still in its learning period scores nothing, so it raises nothing. A reading measured
+before the baseline's last training point is not scored (the baseline may have learnt it, and the
+short windows have moved on): the threshold and trend rules still see it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from alerts.baselines import (
+    FIRST_MOTION,
+    SPO2_PULSE,
+    SPO2_PULSE_PARTS,
+    first_motion_points,
+    hours_into_morning,
+    local,
+    metric_points,
+    morning_start,
+    spo2_pulse_points,
+)
+from alerts.models import CitizenContext, Finding, ReadingView, Severity
+from alerts.rules.common import display, finding_about, unit
+from alerts.rules.silence import offline_since
+from anomaly.baseline import Baseline, Point
+from anomaly.detector import Explanation
+from devices.catalogue import IMPLAUSIBLE
+
+# A score of 0.5 is the detector's alarm level (its surprise at alarm_surprise): the one
+# configuration NAB is scored with.
+ALARM_SCORE = 0.5
+
+
+def _between(points: list[Point], after: datetime | None, before: datetime) -> list[Point]:
+    return [(at, v) for at, v in points if (after is None or at > after) and at < before]
+
+
+def _explanation(baseline: Baseline, series: str, value: float, score: float,
+                 why: Explanation) -> dict[str, object]:
+    usual = baseline.value_feature()
+    return {"series": series, "value": value, "score": round(score, 4), "feature": why.feature,
+            "observed": why.observed, "baseline": why.baseline, "spread": why.spread,
+            "deviation": round(why.deviation, 3), "surprise": round(why.surprise, 3),
+            "usual": usual[0] if usual else None, "usual_spread": usual[1] if usual else None,
+            "trained_at": baseline.trained_at.isoformat(), "training_rows": baseline.rows}
+
+
+def _scored(baseline: Baseline, at: datetime, value: float, history: list[Point]
+            ) -> tuple[float, Explanation] | None:
+    if baseline.trained_through is not None and at <= baseline.trained_through:
+        return None
+    scored = baseline.score(local(at), value, _between(history, baseline.trained_through, at))
+    if scored is None or scored[0] < ALARM_SCORE:
+        return None
+    return scored
+
+
+def _reading_finding(ctx: CitizenContext, reading: ReadingView, series: str, value: float,
+                     scored: tuple[float, Explanation], baseline: Baseline,
+                     now: datetime) -> Finding:
+    score, why = scored
+    usual = baseline.value_feature()
+    told = (f"{display(reading.metric)} {reading.value:g} {unit(reading.metric)}"
+            if series != SPO2_PULSE else "SpO2 down with pulse up")
+    normal = f"; her usual {usual[0]:.4g} ± {usual[1]:.2g}" if usual and series != SPO2_PULSE else ""
+    return finding_about(
+        reading, ctx, now, rule=f"anomaly:{series}", severity=Severity.YELLOW,
+        summary=f"{told}: unusual for her ({why.feature}, {why.deviation:+.1f} spreads{normal})",
+        explanation=_explanation(baseline, series, value, score, why))
+
+
+def _metric_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
+    findings = []
+    for reading in ctx.new_readings:
+        baseline = ctx.baselines.get(reading.metric)
+        if baseline is None or reading.quality == IMPLAUSIBLE:
+            continue
+        scored = _scored(baseline, reading.measured_at, reading.value,
+                         metric_points(ctx.series(reading.metric)))
+        if scored is not None:
+            findings.append(_reading_finding(ctx, reading, reading.metric, reading.value, scored,
+                                             baseline, now))
+    return findings
+
+
+def _pair_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
+    baseline = ctx.baselines.get(SPO2_PULSE)
+    if baseline is None or baseline.parameters is None:
+        return []
+    parts = {metric: (float(c), float(s)) for metric, (c, s) in baseline.parameters.items()}
+    usual = baseline.value_feature()
+    history = spo2_pulse_points(ctx.readings, parts)
+    by_time = dict(history)
+    anchor = SPO2_PULSE_PARTS[-1][0]  # one finding per pair: about its SpO2 reading
+    findings = []
+    for reading in ctx.new_readings:
+        if reading.metric != anchor or reading.quality == IMPLAUSIBLE:
+            continue
+        value = by_time.get(local(reading.measured_at))
+        # One-sided: SpO2 up with pulse down is no exacerbation.
+        if value is None or usual is None or value <= usual[0]:
+            continue
+        scored = _scored(baseline, reading.measured_at, value, history)
+        if scored is not None:
+            findings.append(_reading_finding(ctx, reading, SPO2_PULSE, value, scored, baseline, now))
+    return findings
+
+
+def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
+    """Findings about new readings that are rare against the citizen's own baselines."""
+    if not ctx.baselines:
+        return []
+    return _metric_findings(ctx, now) + _pair_findings(ctx, now)
+
+
+def late_morning(ctx: CitizenContext, now: datetime) -> list[Finding]:
+    """No motion this morning although her first motion is by now rare for her (red)."""
+    baseline = ctx.baselines.get(FIRST_MOTION)
+    sensors = [d for d in ctx.devices if d.kind == "motion_sensor"]
+    start = morning_start(now)
+    if baseline is None or not sensors or now <= start or ctx.paused_at(now):
+        return []
+    if all(offline_since(d, now, ctx) is not None for d in sensors):
+        return []
+    if any(e.kind == "motion" and start <= e.measured_at <= now for e in ctx.events):
+        return []
+    hours = hours_into_morning(now)
+    usual = baseline.value_feature()
+    if usual is None or hours <= usual[0]:
+        return []
+    scored = _scored(baseline, now, hours, _between(first_motion_points(ctx.events), None, start))
+    if scored is None:
+        return []
+    score, why = scored
+    day = local(now).date().isoformat()
+    return [Finding(
+        rule=f"anomaly:{FIRST_MOTION}", severity=Severity.RED, occurrence=f"{day}:first_motion",
+        measured_at=now, data_age_s=0.0,
+        summary=(f"No motion yet at {local(now):%H:%M}; her first motion is usually about "
+                 f"{_clock(usual[0])} (± {usual[1] * 60:.0f} min)"),
+        explanation={**_explanation(baseline, FIRST_MOTION, hours, score, why), "day": day})]
+
+
+def _clock(hours_after_four: float) -> str:
+    minutes = round((4 + hours_after_four) * 60)
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"

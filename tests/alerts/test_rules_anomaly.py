@@ -1,0 +1,145 @@
+"""Personal-baseline rules on hand-built contexts: a reading rare for her, the SpO2-with-pulse
+pair, a morning without motion past her usual first motion, and nothing while learning."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from alerts.baselines import (
+    FIRST_MOTION,
+    SPO2_PULSE,
+    AlertSpan,
+    excluded_periods,
+    series_of,
+    train_citizen,
+)
+from alerts.models import CitizenContext, DeviceState, EventView, ReadingView, Series
+from alerts.rules import anomaly, evaluate_new, evaluate_tick
+from anomaly.baseline import ACTIVE, LEARNING, Baseline
+
+NOW = datetime(2026, 3, 2, 7, 30, tzinfo=UTC)  # 08:30 in Copenhagen
+CITIZEN = uuid.UUID(int=7)
+
+
+def wiggle(i: int) -> float:
+    """Deterministic day-to-day variation in [-1, 1]."""
+    return 0.6 * math.sin(i * 1.7) + 0.4 * math.sin(i * 0.31)
+
+
+def oximeter(days: int, end: datetime = NOW) -> list[ReadingView]:
+    """Twice a day for `days` days before `end`: SpO2 about 95, pulse about 72."""
+    readings = []
+    for i in range(days * 2):
+        at = end - timedelta(hours=12 * (days * 2 - i))
+        readings += [ReadingView("ox-1", "spo2", at, i, round(95 + wiggle(i), 0), at),
+                     ReadingView("ox-1", "pulse_rate", at, i, round(72 + 4 * wiggle(i + 3), 0), at)]
+    return readings
+
+
+def trained(plans: tuple[str, ...], readings: list[ReadingView], events: list[EventView] = (),
+            excluded: list[tuple[datetime, datetime | None]] = ()) -> dict[str, Baseline]:
+    metrics = {m: Series.of(readings, m) for m in {r.metric for r in readings}}
+    return train_citizen(series_of(plans), metrics, readings, list(events), list(excluded), NOW)
+
+
+def context(plans: tuple[str, ...], history: list[ReadingView], new: list[ReadingView],
+            baselines: dict[str, Baseline], events: list[EventView] = (),
+            devices: tuple[DeviceState, ...] = ()) -> CitizenContext:
+    return CitizenContext(citizen_id=CITIZEN, plans=plans, thresholds={},
+                          readings=tuple(history + new), events=tuple(events),
+                          new_readings=tuple(new), devices=devices, baselines=baselines)
+
+
+def pair(spo2: float, pulse: float, at: datetime = NOW) -> list[ReadingView]:
+    return [ReadingView("ox-1", "spo2", at, 999, spo2, at),
+            ReadingView("ox-1", "pulse_rate", at, 999, pulse, at)]
+
+
+def rules(findings: list) -> set[str]:
+    return {f.rule for f in findings}
+
+
+def test_an_in_band_spo2_rare_for_her_is_found_with_her_usual_value() -> None:
+    history = oximeter(30)
+    baselines = trained(("copd",), history)
+    assert baselines["spo2"].status == ACTIVE
+    found = [f for f in anomaly.evaluate_new(context(("copd",), history, pair(91, 72), baselines), NOW)
+             if f.rule == "anomaly:spo2"]
+    assert len(found) == 1
+    assert 94 <= found[0].explanation["usual"] <= 96
+    assert found[0].explanation["score"] >= anomaly.ALARM_SCORE
+    assert "unusual for her" in found[0].summary
+
+
+def test_her_usual_values_raise_nothing() -> None:
+    history = oximeter(30)
+    baselines = trained(("copd",), history)
+    ctx = context(("copd",), history, pair(95, 72), baselines)
+    assert not [f for f in evaluate_new(ctx, NOW) if f.rule.startswith("anomaly:")]
+
+
+def test_spo2_down_with_pulse_up_is_found_as_a_pair() -> None:
+    history = oximeter(30)
+    baselines = trained(("copd",), history)
+    assert baselines[SPO2_PULSE].status == ACTIVE
+    worse = anomaly.evaluate_new(context(("copd",), history, pair(93, 86), baselines), NOW)
+    both_down = anomaly.evaluate_new(context(("copd",), history, pair(93, 60), baselines), NOW)
+    assert "anomaly:spo2_pulse" in rules(worse)
+    assert "anomaly:spo2_pulse" not in rules(both_down)
+
+
+def test_a_citizen_in_her_learning_period_raises_no_anomaly_finding() -> None:
+    history = oximeter(10)  # 20 measurements, but watched for 10 days of the 14
+    baselines = trained(("copd",), history)
+    assert {b.status for b in baselines.values()} == {LEARNING}
+    assert baselines["spo2"].learning_until == history[0].measured_at + timedelta(days=14)
+    ctx = context(("copd",), history, pair(85, 110), baselines)
+    assert not anomaly.evaluate_new(ctx, NOW)
+
+
+def test_an_open_clinical_alert_leaves_its_readings_out_of_the_baseline() -> None:
+    history = oximeter(30)
+    days = [NOW - timedelta(days=d) for d in range(31)]
+    episode = AlertSpan("threshold:spo2", days[6], days[2], "contacted_citizen")
+    cleared = AlertSpan("anomaly:spo2", days[20], days[19], "not_actionable")
+    device = AlertSpan("device_offline", NOW - timedelta(days=29), None, None)
+    baselines = trained(("copd",), history, excluded=excluded_periods([episode, cleared, device], []))
+    # The episode from two days before its first measurement until it was resolved: 6 days.
+    assert baselines["spo2"].excluded == 12
+    assert baselines["spo2"].rows == 60 - 12
+
+
+def motion_days(days: int, end_day: datetime) -> list[EventView]:
+    """A first motion about 07:00 Copenhagen (06:00 UTC in winter) each morning, then more."""
+    events = []
+    for d in range(days, 0, -1):
+        first = end_day - timedelta(days=d) + timedelta(hours=6, minutes=20 * wiggle(d))
+        for k in range(3):
+            at = first + timedelta(hours=2 * k)
+            events.append(EventView("mo-1", "motion", at, d * 10 + k, at))
+    return events
+
+
+def sensor(now: datetime) -> tuple[DeviceState, ...]:
+    return (DeviceState("mo-1", "motion_sensor", True, now, now, 90.0),)
+
+
+def test_no_motion_long_past_her_usual_first_motion_is_red() -> None:
+    day = datetime(2026, 3, 2, tzinfo=UTC)
+    events = motion_days(30, day)
+    baselines = trained(("frail_alone",), [], events)
+    assert baselines[FIRST_MOTION].status == ACTIVE
+    late = day + timedelta(hours=8, minutes=30)  # 09:30 Copenhagen
+    early = day + timedelta(hours=6, minutes=10)  # 07:10
+    ctx_late = CitizenContext(CITIZEN, ("frail_alone",), {}, events=tuple(events),
+                              devices=sensor(late), baselines=baselines)
+    found = anomaly.late_morning(ctx_late, late)
+    assert [(f.rule, f.severity.value) for f in found] == [("anomaly:first_motion", "red")]
+    assert "usually about 07:" in found[0].summary
+    assert not anomaly.late_morning(ctx_late, early)
+    moved = (*events, EventView("mo-1", "motion", day + timedelta(hours=7), 1, day + timedelta(hours=7)))
+    ctx_moved = CitizenContext(CITIZEN, ("frail_alone",), {}, events=moved, devices=sensor(late),
+                               baselines=baselines)
+    assert "anomaly:first_motion" not in rules(evaluate_tick(ctx_moved, late))
