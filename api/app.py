@@ -20,6 +20,7 @@ from api.routes import (
     alerts,
     audit,
     auth,
+    baselines,
     care,
     citizen_rights,
     dead_letters,
@@ -77,7 +78,7 @@ def create_app(settings: Settings, *, pool: ConnectionPool | None = None,
     app.include_router(health.router)
     for router in (auth.router, readings.router, devices.router, dead_letters.router,
                    alerts.router, care.router, relations.router, audit.router, registry.router,
-                   users.router):
+                   users.router, baselines.router):
         app.include_router(router, prefix="/v1")
     app.include_router(device_credentials.router, prefix="/v1")
     app.include_router(alert_stream.router, prefix="/v1")

@@ -293,6 +293,23 @@ class ThresholdInForce(_Public):
     valid_from: datetime | None
 
 
+class BaselinePublic(_Public):
+    """One personal baseline: `learning` raises no anomaly alert; `active` compares her new
+    readings with `usual` (the median she had) and its spread (docs/anomaly.md)."""
+
+    series: str = Field(description="a metric code, or spo2_pulse / first_motion")
+    status: Literal["learning", "active"]
+    trained_at: datetime | None = Field(default=None, description="None: not trained yet")
+    rows: int = Field(default=0, description="points learnt from")
+    excluded: int = Field(default=0, description="points left out (pauses, clinical episodes)")
+    first_at: datetime | None = None
+    trained_through: datetime | None = None
+    learning_until: datetime | None = Field(
+        default=None, description="the learning period ends here (and 20 points are needed)")
+    usual: float | None = None
+    usual_spread: float | None = None
+
+
 class MetricThresholds(_Public):
     """One metric's bands for a citizen: those in force now, and every stored version."""
 

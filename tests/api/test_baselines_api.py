@@ -1,0 +1,47 @@
+"""A citizen's personal baselines over the API: learning before any training, active with her
+usual value after it, a look recorded in the audit log, an unknown citizen a 404 problem."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+from fastapi.testclient import TestClient
+
+from alerts.retraining import retrain
+from anomaly.baseline import BaselineConfig
+from tests.alerts.engine_support import enrolled, scalar
+from tests.alerts.test_baselines_engine import history
+from tests.api.conftest import NOW, problem
+
+Conn = psycopg.Connection[Any]
+
+
+def looks(conn: Conn, citizen: UUID) -> int:
+    return int(scalar(conn, "SELECT count(*) FROM audit_log WHERE citizen_id = %s", citizen))
+
+
+def test_baselines_are_learning_until_trained_then_show_her_usual_value(
+        client: TestClient, conn: Conn) -> None:
+    device, citizen = enrolled(conn, "hypertension", "bp_monitor")
+    before = looks(conn, citizen)
+    untrained = client.get(f"/v1/citizens/{citizen}/baselines")
+    assert untrained.status_code == 200, untrained.text
+    assert [(b["series"], b["status"], b["trained_at"]) for b in untrained.json()] == [
+        ("diastolic_bp", "learning", None), ("pulse_rate", "learning", None),
+        ("systolic_bp", "learning", None)]
+    assert looks(conn, citizen) == before + 1
+
+    history(conn, device, citizen, 30, NOW)
+    retrain(conn, [citizen], NOW, BaselineConfig())
+    trained = {b["series"]: b for b in client.get(f"/v1/citizens/{citizen}/baselines").json()}
+    systolic = trained["systolic_bp"]
+    assert systolic["status"] == "active" and systolic["rows"] == 60
+    assert 127 <= systolic["usual"] <= 133 and systolic["usual_spread"] > 0
+    assert systolic["trained_at"] == NOW.isoformat().replace("+00:00", "Z")
+
+
+def test_an_unknown_citizen_is_a_404_problem(client: TestClient) -> None:
+    problem(client.get(f"/v1/citizens/{uuid4()}/baselines"), 404)
+    problem(client.get("/v1/citizens/not-a-uuid/baselines"), 422)
