@@ -324,7 +324,8 @@ def load_histories(conn: Conn, windows: Mapping[UUID, tuple[datetime, datetime]]
     """Each citizen's readings and events within their window (from `cache` when it holds
     them), plans and thresholds (in force at `at`; every version when `at` is None; from
     `configurations` when given), pauses overlapping the windows, and (with `with_devices`)
-    devices paired at `at` with status and recent dead letters. Six queries at most."""
+    devices paired at `at` with status and recent dead letters. Six queries at most (and
+    load_contexts adds one for the baselines)."""
     if not windows:
         return {}
     histories = (load_series(conn, windows) if cache is None else cache.histories(conn, windows))

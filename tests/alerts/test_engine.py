@@ -222,7 +222,7 @@ class CountingCursor(psycopg.Cursor[Any]):
 
 
 @pytest.mark.parametrize("citizens", [1, 40])
-def test_contexts_load_in_six_queries_whatever_the_number_of_citizens(
+def test_contexts_load_in_seven_queries_whatever_the_number_of_citizens(
         db: str, dbconn: Conn, citizens: int) -> None:
     clock = FakeClock()
     enrolled_ids = []
@@ -234,7 +234,8 @@ def test_contexts_load_in_six_queries_whatever_the_number_of_citizens(
                                     cursor_factory=CountingCursor) as counted:
         CountingCursor.executed.clear()
         contexts = load_contexts(counted, enrolled_ids, clock.now)
-        assert len(CountingCursor.executed) == 6, CountingCursor.executed
+        # readings, events, plans, thresholds, pauses, devices, personal baselines
+        assert len(CountingCursor.executed) == 7, CountingCursor.executed
     assert all(len(c.readings) == 3 and c.plans == ("hypertension",) and c.devices
                for c in contexts.values())
     assert all("systolic_bp" in c.thresholds for c in contexts.values())
