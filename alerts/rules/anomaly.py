@@ -10,6 +10,7 @@ short windows have moved on): the threshold and trend rules still see it."""
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from datetime import datetime
 
 from alerts.baselines import (
@@ -19,11 +20,10 @@ from alerts.baselines import (
     first_motion_points,
     hours_into_morning,
     local,
-    metric_points,
     morning_start,
     spo2_pulse_points,
 )
-from alerts.models import CitizenContext, Finding, ReadingView, Severity
+from alerts.models import CitizenContext, Finding, ReadingView, Series, Severity
 from alerts.rules.common import display, finding_about, unit
 from alerts.rules.silence import offline_since
 from anomaly.baseline import Baseline, Point
@@ -35,8 +35,22 @@ from devices.catalogue import IMPLAUSIBLE
 ALARM_SCORE = 0.5
 
 
+# At most this many of her points since training bring the short windows up to date: the means
+# look at the last 16 values and the changes at the last 32, and a citizen whose oximeter sends
+# every second must not cost a rule four days of points per reading. (The rhythm slot of the
+# reading then misses older points since training: it is a month of values in any case.)
+SINCE_MAX = 48
+
+
 def _between(points: list[Point], after: datetime | None, before: datetime) -> list[Point]:
     return [(at, v) for at, v in points if (after is None or at > after) and at < before]
+
+
+def _recent(series: Series, after: datetime | None, before: datetime) -> list[ReadingView]:
+    """The last SINCE_MAX readings of `series` measured after `after` and before `before`."""
+    hi = bisect_left(series.times, before, series.lo, series.hi)
+    lo = series.lo if after is None else bisect_right(series.times, after, series.lo, hi)
+    return series.readings[max(lo, hi - SINCE_MAX):hi]
 
 
 def _explanation(baseline: Baseline, series: str, value: float, score: float,
@@ -49,11 +63,12 @@ def _explanation(baseline: Baseline, series: str, value: float, score: float,
             "trained_at": baseline.trained_at.isoformat(), "training_rows": baseline.rows}
 
 
-def _scored(baseline: Baseline, at: datetime, value: float, history: list[Point]
+def _scored(baseline: Baseline, at: datetime, value: float, since: list[Point]
             ) -> tuple[float, Explanation] | None:
+    """The score of `value` at `at` after the points `since` training, when it is an alarm."""
     if baseline.trained_through is not None and at <= baseline.trained_through:
         return None
-    scored = baseline.score(local(at), value, _between(history, baseline.trained_through, at))
+    scored = baseline.score(local(at), value, since)
     if scored is None or scored[0] < ALARM_SCORE:
         return None
     return scored
@@ -79,34 +94,45 @@ def _metric_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
         baseline = ctx.baselines.get(reading.metric)
         if baseline is None or reading.quality == IMPLAUSIBLE:
             continue
+        since = _recent(ctx.series(reading.metric), baseline.trained_through, reading.measured_at)
         scored = _scored(baseline, reading.measured_at, reading.value,
-                         metric_points(ctx.series(reading.metric)))
+                         [(local(r.measured_at), r.value) for r in since])
         if scored is not None:
             findings.append(_reading_finding(ctx, reading, reading.metric, reading.value, scored,
                                              baseline, now))
     return findings
 
 
+def _pairs(ctx: CitizenContext, spo2: list[ReadingView], parts: dict[str, tuple[float, float]]
+           ) -> list[Point]:
+    """spo2_pulse points of these SpO2 readings (those with a pulse of the same measurement)."""
+    if not spo2:
+        return []
+    pulse = ctx.series("pulse_rate")
+    lo, hi = pulse.span(spo2[0].measured_at, spo2[-1].measured_at)
+    return spo2_pulse_points([*spo2, *pulse.readings[lo:hi]], parts)
+
+
 def _pair_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
     baseline = ctx.baselines.get(SPO2_PULSE)
-    if baseline is None or baseline.parameters is None:
+    usual = baseline.value_feature() if baseline is not None else None
+    if baseline is None or baseline.parameters is None or usual is None:
         return []
     parts = {metric: (float(c), float(s)) for metric, (c, s) in baseline.parameters.items()}
-    usual = baseline.value_feature()
-    history = spo2_pulse_points(ctx.readings, parts)
-    by_time = dict(history)
-    anchor = SPO2_PULSE_PARTS[-1][0]  # one finding per pair: about its SpO2 reading
+    series = ctx.series(SPO2_PULSE_PARTS[-1][0])  # one finding per pair: about its SpO2 reading
     findings = []
     for reading in ctx.new_readings:
-        if reading.metric != anchor or reading.quality == IMPLAUSIBLE:
+        if reading.metric != SPO2_PULSE_PARTS[-1][0] or reading.quality == IMPLAUSIBLE:
             continue
-        value = by_time.get(local(reading.measured_at))
+        now_pair = _pairs(ctx, [reading], parts)
         # One-sided: SpO2 up with pulse down is no exacerbation.
-        if value is None or usual is None or value <= usual[0]:
+        if not now_pair or now_pair[0][1] <= usual[0]:
             continue
-        scored = _scored(baseline, reading.measured_at, value, history)
+        since = _pairs(ctx, _recent(series, baseline.trained_through, reading.measured_at), parts)
+        scored = _scored(baseline, reading.measured_at, now_pair[0][1], since)
         if scored is not None:
-            findings.append(_reading_finding(ctx, reading, SPO2_PULSE, value, scored, baseline, now))
+            findings.append(_reading_finding(ctx, reading, SPO2_PULSE, now_pair[0][1], scored,
+                                             baseline, now))
     return findings
 
 

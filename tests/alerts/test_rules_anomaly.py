@@ -143,3 +143,13 @@ def test_no_motion_long_past_her_usual_first_motion_is_red() -> None:
     ctx_moved = CitizenContext(CITIZEN, ("frail_alone",), {}, events=moved, devices=sensor(late),
                                baselines=baselines)
     assert "anomaly:first_motion" not in rules(evaluate_tick(ctx_moved, late))
+
+
+def test_at_most_the_last_points_since_training_are_brought_to_a_peek() -> None:
+    readings = [r for r in oximeter(40) if r.metric == "spo2"]
+    series = Series.of(readings, "spo2")
+    trained_through = readings[9].measured_at
+    recent = anomaly._recent(series, trained_through, readings[-1].measured_at)
+    assert recent == readings[-1 - anomaly.SINCE_MAX:-1]
+    few = anomaly._recent(series, readings[-5].measured_at, readings[-1].measured_at)
+    assert few == readings[-4:-1]
