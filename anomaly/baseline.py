@@ -111,6 +111,10 @@ def train(series: str, points: Sequence[Point], excluded: Sequence[Period], now:
     chosen = points[bisect_left([at for at, _ in points], since):]
     chosen = [(at, value) for at, value in chosen if at < now]
     kept = [(at, value) for at, value in chosen if not is_excluded(at, excluded)]
+    left_out = len(chosen) - len(kept)
+    # The detector keeps its last `history` values per feature: older ones would only be
+    # streamed through to be forgotten (a series sent every second has millions in a window).
+    kept = kept[-cfg.detector.history:]
     first_at = chosen[0][0] if chosen else None
     learning_until = first_at + cfg.learning_period if first_at is not None else None
     detector = Detector(cfg.detector)
@@ -120,7 +124,7 @@ def train(series: str, points: Sequence[Point], excluded: Sequence[Period], now:
     learnt = learning_until is not None and learning_until <= now and enough
     if learnt:
         detector.freeze()
-    return Baseline(series=series, trained_at=now, rows=len(kept), excluded=len(chosen) - len(kept),
+    return Baseline(series=series, trained_at=now, rows=len(kept), excluded=left_out,
                     first_at=first_at, trained_through=kept[-1][0] if kept else None,
                     learning_until=learning_until, detector=detector if learnt else None,
                     parameters=parameters)

@@ -54,3 +54,11 @@ def test_a_stored_baseline_reloads_to_identical_scores(history: list[float], lat
     since = [(NOW + timedelta(hours=6 * i), x) for i, x in enumerate(later[:-1])]
     at = NOW + timedelta(hours=6 * len(later))
     assert restored.score(at, later[-1], since) == baseline.score(at, later[-1], since)
+
+
+def test_training_streams_at_most_the_detectors_history() -> None:
+    config = BaselineConfig()
+    many = [(NOW - timedelta(minutes=3000 - i), 80.0 + math.sin(i)) for i in range(3000)]
+    baseline = train("pulse_rate", many, [], NOW, config)
+    assert baseline.rows == config.detector.history
+    assert baseline.first_at == many[0][0] and baseline.excluded == 0
