@@ -3,7 +3,12 @@ figures of docs/evaluation.md. Pure functions of episodes, alerts and the period
 
 Matching: an alert overlaps an episode when it was opened for the same citizen at a time in
 [onset, last] (`last`: recovered and home again; so the hospital stay and the recovery count,
-and no further margin is added). An episode is caught when an alert overlaps it; its lead time
+and no further margin is added). An episode is caught when an alert about one of the signs the
+episode changes (`looks_at`: a threshold, anomaly or rate alert of one of its metrics, weight
+gain for weight, NEWS2 for the vitals, the questionnaire for answers, inactivity and the button
+for an inactivity episode) overlaps it: an alert about something else that falls in the
+episode by chance (a diabetic's missed glucose during her blood-pressure rise, a device's
+implausible value) catches nothing, though it is not a false alarm either. Its lead time
 is crisis - the first overlapping alert's opening, in hours (negative: after the crisis). An
 alert that overlaps no episode is non-actionable. Episodes are scored only when the rules could
 see all of them: onset at or after the period's start and crisis before its end.
@@ -36,6 +41,23 @@ AHEAD = timedelta(hours=24)
 LEARNING = timedelta(days=30)  # the non-actionable rate is also given after this many days
 POOLED = "deterioration (target)"
 ADHERENCE = ("missed:", "not_measuring")  # rule names, or their prefixes
+
+
+INACTIVE = ("motion", "door", "bed")
+VITALS = ("spo2", "pulse_rate", "body_temperature", "systolic_bp")
+# Rules whose name does not say the metric they look at.
+_SIGNS = {"trend:weight_gain": ("body_weight",), "news2": VITALS,
+          "questionnaire": ("questionnaire_answer",), "anomaly:spo2_pulse": ("spo2", "pulse_rate"),
+          "inactivity": INACTIVE, "anomaly:first_motion": INACTIVE, "emergency_button": INACTIVE}
+_METRIC_FAMILIES = ("threshold", "anomaly", "rate")
+
+
+def looks_at(rule: str) -> tuple[str, ...]:
+    """The signs (metric codes, sensor event kinds) a rule's alerts are about."""
+    if rule in _SIGNS:
+        return _SIGNS[rule]
+    family, _, metric = rule.partition(":")
+    return (metric,) if family in _METRIC_FAMILIES and metric else ()
 
 
 def is_adherence(rule: str) -> bool:
@@ -123,6 +145,7 @@ class Figures:
     alerts: int
     non_actionable: int
     non_actionable_per_citizen_week: float
+    non_actionable_clinical_per_citizen_week: float  # without the adherence rules
     non_actionable_per_citizen_week_after_learning: float
     alerts_per_nurse_day: float
     skipped_episodes: int  # not wholly inside the period
@@ -143,14 +166,22 @@ def scored(episodes: Iterable[TrueEpisode], period: Period) -> list[TrueEpisode]
     return [e for e in episodes if period.start <= e.onset and e.crisis < period.end]
 
 
-def match(episodes: Iterable[TrueEpisode], alerts: Sequence[RaisedAlert]) -> list[Match]:
-    """Each episode with its first overlapping alert."""
+def about(alert: RaisedAlert, episode: TrueEpisode) -> bool:
+    """Whether the alert is about a sign the episode changes."""
+    return bool(set(looks_at(alert.rule)) & set(episode.metrics))
+
+
+def match(episodes: Iterable[TrueEpisode], alerts: Sequence[RaisedAlert], *,
+          any_sign: bool = False) -> list[Match]:
+    """Each episode with its first overlapping alert about one of its signs (`any_sign`: about
+    anything)."""
     by_citizen: dict[str, list[RaisedAlert]] = defaultdict(list)
     for alert in alerts:
         by_citizen[alert.citizen].append(alert)
     matches = []
     for episode in episodes:
-        mine = [a for a in by_citizen[episode.citizen] if overlaps(a, episode)]
+        mine = [a for a in by_citizen[episode.citizen]
+                if overlaps(a, episode) and (any_sign or about(a, episode))]
         matches.append(Match(episode, min(mine, key=lambda a: a.opened_at, default=None)))
     return matches
 
@@ -207,7 +238,7 @@ def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], peri
     inside = [a for a in alerts if period.start <= a.opened_at < period.end]
     chosen = scored(episodes, period)
     clinical = match(chosen, [a for a in inside if not is_adherence(a.rule)])
-    any_rule = match(chosen, inside)
+    any_rule = match(chosen, inside, any_sign=True)
     by_finding = match(chosen, [f for f in findings if not is_adherence(f.rule)])
     by_kind = {kind: kind_figures(*_of_kinds((kind,), clinical, any_rule, by_finding))
                for kind in sorted({*kinds, *(e.kind for e in chosen)})}
@@ -218,6 +249,8 @@ def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], peri
         by_kind=by_kind, by_rule=_rule_figures(inside, false, weeks),
         alerts=len(inside), non_actionable=len(false),
         non_actionable_per_citizen_week=_rate(len(false), weeks),
+        non_actionable_clinical_per_citizen_week=_rate(
+            sum(not is_adherence(a.rule) for a in false), weeks),
         non_actionable_per_citizen_week_after_learning=_rate(
             sum(a.opened_at >= period.start + LEARNING for a in false),
             period.citizen_weeks(period.start + LEARNING)),

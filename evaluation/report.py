@@ -36,7 +36,7 @@ def _kind_rows(kind: str) -> list[Row]:
 
     rows: list[Row] = [(f"{kind}: episodes", cell(lambda k: str(k.episodes))),
                        (f"{kind}: caught", cell(lambda k: _pct(k.caught))),
-                       (f"{kind}: caught, adherence rules too",
+                       (f"{kind}: caught by any alert, adherence rules too",
                         cell(lambda k: _pct(k.caught_any_rule)))]
     if kind not in ACUTE:
         rows.append((f"{kind}: caught >= 24 h ahead", cell(lambda k: _pct(k.caught_ahead))))
@@ -58,6 +58,8 @@ def rows(results: Sequence[PopulationResult]) -> list[Row]:
               ("non-actionable alerts", lambda f: str(f.non_actionable)),
               ("non-actionable per citizen-week",
                lambda f: f"{f.non_actionable_per_citizen_week:.2f}"),
+              ("  without the adherence rules (missed, not_measuring)",
+               lambda f: f"{f.non_actionable_clinical_per_citizen_week:.2f}"),
               ("  the same after day 30",
                lambda f: f"{f.non_actionable_per_citizen_week_after_learning:.2f}"),
               ("alerts per nurse-day", lambda f: f"{f.alerts_per_nurse_day:.1f}")]
@@ -97,7 +99,9 @@ def markdown(results: Sequence[PopulationResult], options: Options, wall_s: floa
     """report.md: the conditions, the table, counts and what is not replayed."""
     header = _header(results)
     out = [f"# telecare evaluate: {options.citizens} citizens, {options.days:g} days, "
-           f"{options.nurses} nurses, tick {options.tick_s:g} s", "",
+           f"{options.nurses} nurses, tick {options.tick_s:g} s, alerts resolved "
+           + (f"{options.resolve_after.total_seconds() / 3600:g} h after opening"
+              if options.resolve_after else "by nobody"), "",
            f"Development seed {options.seeds[0]}; other seeds "
            f"{', '.join(map(str, options.seeds[1:])) or 'none'}; noisier population: noise "
            f"x{options.noise:g} on the development seed. Wall time {wall_s:.0f} s.", "",

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -370,6 +370,9 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     options = Options(admin_dsn=args.dsn or settings.database_dsn(), citizens=args.citizens,
                       days=args.days, seeds=tuple(args.seeds), noise=args.noise,
                       nurses=args.nurses, out=out, keep=args.keep, jobs=args.jobs,
+                      tick_s=args.tick_s,
+                      resolve_after=(timedelta(hours=args.resolve_after_h)
+                                     if args.resolve_after_h > 0 else None),
                       limits=default_limits(settings))
     began = time.monotonic()
     results = evaluate(options)
@@ -560,6 +563,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--noise", type=float, default=2.0, help="factor on measurement noise "
                           "of one more population on the development seed (1: none)")
     evaluate.add_argument("--nurses", type=int, default=2, help="team size for alerts per nurse-day")
+    evaluate.add_argument("--tick-s", type=float, default=1800.0,
+                          help="time-driven rules every this many measured-time seconds")
+    evaluate.add_argument("--resolve-after-h", type=float, default=24.0,
+                          help="the simulated nurse resolves each alert this many hours after it "
+                          "opened (0: nobody resolves)")
     evaluate.add_argument("--out", default="evaluation-report")
     evaluate.add_argument("--dsn", default=None, help="admin DSN of the server to create the "
                           "databases on (default the configured database's)")

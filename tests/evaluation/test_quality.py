@@ -15,6 +15,7 @@ from evaluation.quality import (
     kind_figures,
     match,
     non_actionable,
+    looks_at,
     overlaps,
     quantile,
     scored,
@@ -25,7 +26,7 @@ H = timedelta(hours=1)
 D = timedelta(days=1)
 PERIOD = Period(T0, T0 + 28 * D, citizens=2)
 HF = TrueEpisode("e1", "a", "hf_decompensation", onset=T0 + 5 * D, crisis=T0 + 10 * D,
-                 last=T0 + 14 * D)
+                 last=T0 + 14 * D, metrics=("body_weight", "pulse_rate", "questionnaire_answer"))
 
 
 def alert(at: datetime, rule: str = "trend:weight_gain", citizen: str = "a") -> RaisedAlert:
@@ -95,7 +96,8 @@ def test_non_actionable_counts_alerts_outside_every_episode_even_unscored() -> N
 
 
 def test_figures_of_a_population() -> None:
-    hypo = TrueEpisode("e2", "b", "hypoglycaemia", T0 + 3 * D, T0 + 3 * D, T0 + 3 * D + timedelta(minutes=12))
+    hypo = TrueEpisode("e2", "b", "hypoglycaemia", T0 + 3 * D, T0 + 3 * D,
+                       T0 + 3 * D + timedelta(minutes=12), metrics=("blood_glucose",))
     alerts = [alert(HF.crisis - 48 * H),  # catches HF two days ahead
               alert(HF.crisis - 60 * H, rule="missed:body_weight"),  # adherence: not a catch
               alert(T0 + 20 * D, rule="missed:body_weight"),  # non-actionable
@@ -118,3 +120,22 @@ def test_figures_of_a_population() -> None:
     assert result.non_actionable_per_citizen_week == pytest.approx(1 / 8)
     assert result.alerts_per_nurse_day == pytest.approx(3 / 28 / 2)
     assert result.by_rule["missed:body_weight"].overlapping == 1
+
+
+@pytest.mark.parametrize(("rule", "signs"), [
+    ("threshold:spo2", ("spo2",)), ("anomaly:body_weight", ("body_weight",)),
+    ("rate:spo2", ("spo2",)), ("trend:weight_gain", ("body_weight",)),
+    ("anomaly:spo2_pulse", ("spo2", "pulse_rate")), ("inactivity", ("motion", "door", "bed")),
+    ("implausible:spo2", ()), ("missed:spo2", ()), ("device_offline", ()),
+])
+def test_each_rule_looks_at_its_signs(rule: str, signs: tuple[str, ...]) -> None:
+    assert looks_at(rule) == signs
+
+
+def test_an_alert_about_another_sign_catches_nothing_and_is_no_false_alarm() -> None:
+    unrelated = alert(HF.crisis - 72 * H, rule="threshold:blood_glucose")
+    related = alert(HF.crisis - 12 * H, rule="anomaly:pulse_rate")
+    (found,) = match([HF], [unrelated, related])
+    assert found.first == related and found.lead_h == 12.0
+    assert match([HF], [unrelated], any_sign=True)[0].first == unrelated
+    assert non_actionable([unrelated], [HF]) == []
