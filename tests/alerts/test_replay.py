@@ -201,3 +201,25 @@ def test_the_replay_command_prints_its_run(db: str, dbconn: Conn, monkeypatch: p
     assert scalar(dbconn, "SELECT count(*) FROM replay_alerts WHERE run_id = %s",
                   printed["run_id"]) == printed["alerts"]
     assert scalar(dbconn, "SELECT count(*) FROM alerts") == 0
+
+
+def test_the_simulated_nurse_resolves_alerts_so_that_a_later_episode_opens_a_new_one(
+        db: str, dbconn: Conn) -> None:
+    device, citizen = enrolled(dbconn)
+    for day, seq in ((0, 1), (3, 2)):  # two high readings three days apart
+        store(dbconn, bp_rows(device, citizen, BASE + timedelta(days=day), seq, 185.0))
+    period = {"start": BASE - timedelta(hours=1), "end": BASE + timedelta(days=5),
+              "citizen_ids": (citizen,), "tick_s": TICK_S}
+    with dbconn.transaction():
+        kept_open = run_replay(dbconn, ReplayRequest(**period), BASE)
+        nursed = run_replay(dbconn, ReplayRequest(**period, resolve_after=timedelta(hours=24)),
+                            BASE)
+    systolic = [a for a in kept_open.alerts if a.rule == "threshold:systolic_bp"]
+    assert [(a.count, a.state.value) for a in systolic] == [(2, "open")]
+    resolved = [a for a in nursed.alerts if a.rule == "threshold:systolic_bp"]
+    assert [(a.count, a.state.value, a.outcome) for a in resolved] == [
+        (1, "resolved", "other"), (1, "resolved", "other")]
+    # At the first tick a day or more after it opened.
+    due = resolved[0].opened_at + timedelta(hours=24)
+    assert resolved[0].resolved_at is not None
+    assert due <= resolved[0].resolved_at < due + timedelta(seconds=TICK_S)
