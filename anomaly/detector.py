@@ -145,9 +145,10 @@ class _Feature:
         self.ring = _Ring(history)
         self.center = 0.0
         self.spread = 0.0
-        # Sorted |x - center| of the ring at the last fit: an array of doubles, a quarter of a
-        # list's memory (a citizen's baselines are kept in memory by the engine).
-        self.distances: array[float] = array("d")
+        # Sorted |x - center| of the ring at the last fit: a list while learning (bisect on a
+        # list is the fastest), an array of doubles once frozen (a quarter of a list's memory:
+        # the engine keeps citizens' baselines in memory).
+        self.distances: list[float] | array[float] = []
         self.tail_scale = 1.0
 
     def fit(self, scale_floor: float) -> None:
@@ -155,7 +156,7 @@ class _Feature:
         self.center = center = float(np.median(past))
         distances = np.sort(np.abs(past - center))
         n = len(distances)
-        self.distances = array("d", distances.tobytes())
+        self.distances = distances.tolist()
         q90 = float(distances[int(0.9 * (n - 1))])
         top = distances[distances > q90]
         # The mean excess over the 90th percentile is the exponential tail's scale (its MLE).
@@ -163,6 +164,11 @@ class _Feature:
         floor = max(scale_floor * float(past.std()), 1e-9 * max(1.0, abs(center)))
         self.tail_scale = max(excess, floor)
         self.spread = max(float(distances[n // 2]) * _MAD_TO_SIGMA, floor)
+
+    def freeze(self) -> None:
+        """Keep the fit compactly and let the history go: no more learning."""
+        self.distances = array("d", self.distances)
+        self.ring.release()
 
     def surprise(self, x: float) -> float:
         """-log10 of the probability of a distance from the center at least as large as x's."""
@@ -177,18 +183,18 @@ class _Feature:
     def state(self, with_history: bool = True) -> dict[str, Any]:
         return {"history": self.ring.held() if with_history else None, "pos": self.ring.pos,
                 "seen": self.ring.count, "center": self.center, "spread": self.spread,
-                "distances": self.distances.tolist(), "tail_scale": self.tail_scale}
+                "distances": list(self.distances), "tail_scale": self.tail_scale}
 
     def restore(self, state: dict[str, Any]) -> None:
-        history = state["history"]
-        if history is not None:
-            self.ring.refill([float(x) for x in history], int(state["pos"]))
-        else:
-            self.ring.release()
-        self.ring.count = int(state["seen"])
         self.center, self.spread = float(state["center"]), float(state["spread"])
-        self.distances = array("d", (float(d) for d in state["distances"]))
+        self.distances = [float(d) for d in state["distances"]]
         self.tail_scale = float(state["tail_scale"])
+        history = state["history"]
+        if history is None:
+            self.freeze()
+        else:
+            self.ring.refill([float(x) for x in history], int(state["pos"]))
+        self.ring.count = int(state["seen"])
 
 
 def _window_means(recent: deque[float], widths: tuple[int, ...],
@@ -313,7 +319,7 @@ class Detector:
         for feature in self._all_features():
             if feature.ring.count >= self.config.learning_rows:
                 feature.fit(self.config.scale_floor)
-            feature.ring.release()
+            feature.freeze()
         self.frozen = True
 
     def peek(self, timestamp: datetime, value: float,
