@@ -71,10 +71,17 @@ class Spec:
     noise: float = 1.0
     start: datetime = DEFAULT_START
     root: str = "telecare"
+    # Measured before the evaluated period and not replayed: the history a running service
+    # would hold, from which the personal baselines learn before the period begins.
+    warmup_days: float = 0.0
 
     @property
     def end(self) -> datetime:
         return self.start + timedelta(days=self.days)
+
+    @property
+    def data_start(self) -> datetime:
+        return self.start - timedelta(days=self.warmup_days)
 
     @property
     def label(self) -> str:
@@ -120,13 +127,13 @@ def generate(spec: Spec) -> tuple[list[CitizenSpec], list[Episode]]:
     """The fleet of `spec` with its episodes planned over the period (the ground truth)."""
     fleet = build_fleet(spec.citizens, spec.seed, noise=spec.noise)
     # Planned from a lookback earlier: an episode in progress at the start shapes the data too.
-    episodes = plan_episodes(fleet, spec.start - timedelta(days=14), spec.end, spec.seed)
-    return fleet, [e for e in episodes if e.last > spec.start and e.onset < spec.end]
+    episodes = plan_episodes(fleet, spec.data_start - timedelta(days=14), spec.end, spec.seed)
+    return fleet, [e for e in episodes if e.last > spec.data_start and e.onset < spec.end]
 
 
 def register(conn: Conn, population: Population, now: datetime) -> None:
     """Citizens, devices, pairings, one care team and each citizen's plan of her condition."""
-    since = population.spec.start - PAIRED_BEFORE
+    since = population.spec.data_start - PAIRED_BEFORE
     team = alerts_service.create_team(conn, TEAM, now).id
     for citizen in population.fleet:
         citizen_id = devices_service.enrol_citizen(conn, citizen.display_name, [citizen.condition])
@@ -135,7 +142,7 @@ def register(conn: Conn, population: Population, now: datetime) -> None:
                                                          model=spec.model, serial=spec.serial))
             devices_service.pair_device(conn, spec.id, citizen_id, since, clock=lambda: now)
         alerts_service.assign_citizen(conn, citizen_id, team)
-        alerts_service.set_plan(conn, citizen_id, citizen.condition, population.spec.start,
+        alerts_service.set_plan(conn, citizen_id, citizen.condition, population.spec.data_start,
                                 REGISTRAR, now)
         population.citizen_ids[citizen.key] = citizen_id
 
@@ -182,7 +189,7 @@ def _device_messages(device: DeviceSpec, citizen: CitizenSpec, skew: timedelta |
     held: list[tuple[Item, int]] = []
     held_until: datetime | None = None
     seq = 0
-    for at, action in planned_between(citizen, device, spec.start, spec.end):
+    for at, action in planned_between(citizen, device, spec.data_start, spec.end):
         if held_until is not None and at >= held_until:
             yield from _send(device, held, held_until, skew, skew_spell, spec.root)
             held, held_until = [], None

@@ -98,7 +98,8 @@ def text_table(results: Sequence[PopulationResult]) -> str:
 def markdown(results: Sequence[PopulationResult], options: Options, wall_s: float) -> str:
     """report.md: the conditions, the table, counts and what is not replayed."""
     header = _header(results)
-    out = [f"# telecare evaluate: {options.citizens} citizens, {options.days:g} days, "
+    out = [f"# telecare evaluate: {options.citizens} citizens, {options.days:g} days after "
+           f"{options.warmup_days:g} of history, "
            f"{options.nurses} nurses, tick {options.tick_s:g} s, alerts resolved "
            + (f"{options.resolve_after.total_seconds() / 3600:g} h after opening"
               if options.resolve_after else "by nobody"), "",
@@ -129,6 +130,7 @@ def as_json(results: Sequence[PopulationResult], options: Options, wall_s: float
             "target": TARGET, "not_replayed_rules": sorted(STATUS_RULES),
             "populations": [{"label": r.spec.label, "seed": r.spec.seed, "noise": r.spec.noise,
                              "start": r.spec.start.isoformat(), "end": r.spec.end.isoformat(),
+                             "data_start": r.spec.data_start.isoformat(),
                              "figures": r.figures.as_dict(), "counts": r.counts,
                              "seconds": r.seconds, "plots": r.plots} for r in results]}
 

@@ -62,14 +62,18 @@ class Options:
     # The simulated nurse resolves every alert this long after it opened, as a team that works
     # its queue daily would, so that a later episode raises a new alert (None: nobody does).
     resolve_after: timedelta | None = timedelta(hours=24)
+    # History before the period (not replayed, not scored): the baselines learn from it.
+    warmup_days: float = 30.0
     jobs: int = 2
     storage: str = "auto"  # of each fresh database (core.migrations)
     limits: Limits = field(default_factory=default_limits)
 
     def specs(self) -> list[Spec]:
-        specs = [Spec(self.citizens, self.days, seed) for seed in self.seeds]
+        specs = [Spec(self.citizens, self.days, seed, warmup_days=self.warmup_days)
+                 for seed in self.seeds]
         if self.noise != 1.0:
-            specs.append(Spec(self.citizens, self.days, self.seeds[0], noise=self.noise))
+            specs.append(Spec(self.citizens, self.days, self.seeds[0], noise=self.noise,
+                              warmup_days=self.warmup_days))
         return specs
 
 
@@ -99,7 +103,7 @@ def _evaluate_one(options: Options, spec: Spec, plots: bool) -> PopulationResult
     seconds: dict[str, float] = {}
     began = time.monotonic()
     # The registry's and the replay's "now" are simulated times: the run is deterministic.
-    registered_at = spec.start - timedelta(days=31)
+    registered_at = spec.data_start - timedelta(days=31)
     with fresh_database(options.admin_dsn, keep=options.keep,
                                            storage=options.storage) as dsn, \
             psycopg.connect(dsn, autocommit=True) as conn:

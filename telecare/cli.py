@@ -370,7 +370,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     options = Options(admin_dsn=args.dsn or settings.database_dsn(), citizens=args.citizens,
                       days=args.days, seeds=tuple(args.seeds), noise=args.noise,
                       nurses=args.nurses, out=out, keep=args.keep, jobs=args.jobs,
-                      tick_s=args.tick_s,
+                      tick_s=args.tick_s, warmup_days=args.warmup_days,
                       resolve_after=(timedelta(hours=args.resolve_after_h)
                                      if args.resolve_after_h > 0 else None),
                       limits=default_limits(settings))
@@ -563,6 +563,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--noise", type=float, default=2.0, help="factor on measurement noise "
                           "of one more population on the development seed (1: none)")
     evaluate.add_argument("--nurses", type=int, default=2, help="team size for alerts per nurse-day")
+    evaluate.add_argument("--warmup-days", type=float, default=30.0,
+                          help="days measured before the evaluated period, not replayed: the "
+                          "history the personal baselines learn from first")
     evaluate.add_argument("--tick-s", type=float, default=1800.0,
                           help="time-driven rules every this many measured-time seconds")
     evaluate.add_argument("--resolve-after-h", type=float, default=24.0,

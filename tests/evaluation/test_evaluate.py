@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import matplotlib.image
@@ -31,12 +32,15 @@ def test_the_command_reports_every_episode_kind_and_loses_nothing(
         backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--log-level", "WARNING", "evaluate", "--dsn", admin_dsn_of(backend),
                  "--citizens", str(SPEC.citizens), "--days", str(SPEC.days), "--seeds", "1",
-                 "--noise", "1", "--jobs", "1", "--out", str(tmp_path)])
+                 "--noise", "1", "--jobs", "1", "--warmup-days", "10", "--out", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "wall time" in printed and "non-actionable per citizen-week" in printed
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     (population,) = report["populations"]
+    # Ten days of history before the period: stored, not scored (the kinds below are the
+    # period's alone).
+    assert population["data_start"] == (SPEC.start - timedelta(days=10)).isoformat()
     kinds = ground_truth_kinds()
     assert len(kinds) == 5, kinds  # the small population has every kind: the test means it
     by_kind = population["figures"]["by_kind"]
@@ -63,7 +67,7 @@ def test_the_command_reports_every_episode_kind_and_loses_nothing(
 
 def test_two_runs_of_one_seed_give_the_same_figures(backend: str) -> None:
     options = Options(admin_dsn=admin_dsn_of(backend), citizens=5, days=10, seeds=(2,),
-                      noise=1.0, jobs=1, storage=backend)
+                      noise=1.0, jobs=1, storage=backend, warmup_days=5)
     first, second = evaluate(options), evaluate(options)
     assert first[0].figures == second[0].figures
     assert first[0].counts == second[0].counts
