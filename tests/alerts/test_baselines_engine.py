@@ -9,7 +9,10 @@ from typing import Any
 
 import psycopg
 
+from alerts import baseline_repository
 from alerts.engine import AlertEngine
+from alerts.retraining import retrain
+from anomaly.baseline import BaselineConfig
 from core.db import use_utc
 from core.roles import process_dsn
 from tests.alerts.engine_support import FakeClock, bp_rows, enrolled, scalar, store
@@ -87,3 +90,19 @@ def test_the_tick_retrains_only_what_is_due(db: str, dbconn: Conn) -> None:
         assert engine.counters.retrained == 2  # the run's, and the tick's a day later
         assert scalar(dbconn, "SELECT min(trained_at) FROM anomaly_baselines WHERE citizen_id = %s",
                       citizen) == clock.now
+
+
+def test_a_baseline_stored_and_loaded_scores_as_the_one_trained(db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn, "hypertension", "bp_monitor")
+    history(dbconn, device, citizen, 30, clock.now)
+    with engine_conn(db) as conn:
+        trained = retrain(conn, [citizen], clock.now, BaselineConfig())[citizen]
+        loaded = baseline_repository.load(conn, [citizen])[citizen]
+    assert set(loaded) == set(trained) == {"diastolic_bp", "pulse_rate", "systolic_bp"}
+    later = clock.now + timedelta(hours=5)
+    since = [(clock.now + timedelta(hours=h), 131.0 + h) for h in range(1, 4)]
+    for series, baseline in trained.items():
+        assert loaded[series] == baseline
+        for value in (60.0, 80.0, 130.0, 152.0, 190.0):
+            assert loaded[series].score(later, value, since) == baseline.score(later, value, since)
