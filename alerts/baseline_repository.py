@@ -3,6 +3,7 @@ spans that baselines leave out, and the baselines themselves, stored and loaded 
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -16,6 +17,8 @@ from alerts.baselines import AlertSpan
 from alerts.context_repository import Conn
 from anomaly.baseline import Baseline
 
+log = logging.getLogger(__name__)
+
 # Citizens with a plan in force whose baselines are missing or the oldest, due first.
 DUE = """
 SELECT p.citizen_id
@@ -26,9 +29,13 @@ SELECT p.citizen_id
  ORDER BY b.trained_at NULLS FIRST, p.citizen_id
  LIMIT %(limit)s"""
 ALERT_SPANS = """
-SELECT citizen_id, rule, first_measured_at, resolved_at, outcome
+SELECT citizen_id, rule, first_measured_at, last_measured_at, resolved_at, outcome
   FROM alerts
  WHERE citizen_id = ANY(%(citizens)s) AND (resolved_at IS NULL OR resolved_at > %(since)s)"""
+# What is measured from here on is still to be evaluated: a baseline must not learn it first.
+QUEUED_SINCE = """
+SELECT citizen_id, min(measured_at) AS since FROM evaluation_queue
+ WHERE citizen_id = ANY(%(citizens)s) GROUP BY citizen_id"""
 UPSERT = """
 INSERT INTO anomaly_baselines (citizen_id, series, trained_at, rows, excluded, first_at,
                                trained_through, learning_until, state, parameters)
@@ -61,9 +68,17 @@ def alert_spans(conn: Conn, citizens: Sequence[UUID], since: datetime
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(ALERT_SPANS, {"citizens": list(citizens), "since": since})
         for row in cur.fetchall():
-            spans[row["citizen_id"]].append(AlertSpan(row["rule"], row["first_measured_at"],
-                                                      row["resolved_at"], row["outcome"]))
+            spans[row["citizen_id"]].append(AlertSpan(
+                row["rule"], row["first_measured_at"], row["last_measured_at"],
+                row["resolved_at"], row["outcome"]))
     return spans
+
+
+def queued_since(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, datetime]:
+    """The earliest measured time of each citizen's items still in the evaluation queue."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(QUEUED_SINCE, {"citizens": list(citizens)})
+        return {row["citizen_id"]: row["since"] for row in cur.fetchall()}
 
 
 def _row(citizen: UUID, baseline: Baseline) -> dict[str, Any]:
@@ -86,10 +101,19 @@ def save(conn: Conn, trained: Mapping[UUID, Mapping[str, Baseline]]) -> None:
 
 
 def baseline_from_row(row: Mapping[str, Any]) -> Baseline:
-    return Baseline.restored(row["state"], series=row["series"], trained_at=row["trained_at"],
-                             rows=row["rows"], excluded=row["excluded"], first_at=row["first_at"],
-                             trained_through=row["trained_through"],
-                             learning_until=row["learning_until"], parameters=row["parameters"])
+    """The stored baseline; one whose state this version cannot read (another state version, a
+    configuration it does not know) as learning, so that it raises nothing and blocks no batch
+    until the next retraining rewrites it."""
+    fields = {"series": row["series"], "trained_at": row["trained_at"], "rows": row["rows"],
+              "excluded": row["excluded"], "first_at": row["first_at"],
+              "trained_through": row["trained_through"],
+              "learning_until": row["learning_until"], "parameters": row["parameters"]}
+    try:
+        return Baseline.restored(row["state"], **fields)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("citizen %s: baseline %s unreadable (%s); taken as learning",
+                    row["citizen_id"], row["series"], exc)
+        return Baseline.restored(None, **fields)
 
 
 def load(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, dict[str, Baseline]]:

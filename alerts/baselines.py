@@ -21,9 +21,11 @@ Timestamps go to the detector on the Copenhagen wall clock, so that the daily rh
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from alerts.models import EventView, ReadingView, Series
 from alerts.plans import LOCAL
@@ -39,6 +41,16 @@ SERIES_BY_PLAN: Mapping[str, tuple[str, ...]] = {
     "hypertension": ("systolic_bp", "diastolic_bp", "pulse_rate"),
     "frail_alone": (FIRST_MOTION,),
 }
+# The smallest step of each series as home devices show it (a spread is never narrower:
+# anomaly.detector.DetectorConfig.resolution); spo2_pulse is in spreads already, first_motion
+# in hours (a minute).
+RESOLUTION: Mapping[str, float] = {
+    "spo2": 1.0, "pulse_rate": 1.0, "systolic_bp": 1.0, "diastolic_bp": 1.0,
+    "body_weight": 0.1, "body_temperature": 0.1, "blood_glucose": 0.1,
+    SPO2_PULSE: 0.0, FIRST_MOTION: 1 / 60,
+}
+# Series that are a worry in one direction only: a rise in SpO2 is good news.
+FALLING_ONLY = frozenset({"spo2"})
 # The components of spo2_pulse and the sign each enters with (a rise of the sum is the worry).
 SPO2_PULSE_PARTS = (("pulse_rate", 1.0), ("spo2", -1.0))
 # A morning begins here (the fixed inactivity rule's default start): a night trip is not it.
@@ -46,8 +58,6 @@ MORNING = time(4, 0)
 # A deterioration shows before its first alert: this much before it is left out too.
 EPISODE_LEAD = timedelta(days=2)
 NOT_ACTIONABLE = "not_actionable"
-_NON_CLINICAL = frozenset({"device_offline", "battery_low", "invalid_payloads", "not_measuring"})
-_NON_CLINICAL_PREFIXES = ("missed:", "implausible:")
 
 
 def series_of(plans: Iterable[str]) -> tuple[str, ...]:
@@ -61,21 +71,45 @@ class AlertSpan:
 
     rule: str
     first_measured_at: datetime
+    last_measured_at: datetime
     resolved_at: datetime | None
     outcome: str | None
 
 
-def is_clinical(rule: str) -> bool:
-    return rule not in _NON_CLINICAL and not rule.startswith(_NON_CLINICAL_PREFIXES)
+# Rules whose name does not say the series they are about.
+_RULE_SERIES: Mapping[str, tuple[str, ...]] = {
+    "trend:weight_gain": ("body_weight",),
+    "news2": ("spo2", "pulse_rate", "body_temperature", "systolic_bp", SPO2_PULSE),
+    "anomaly:spo2_pulse": ("spo2", "pulse_rate", SPO2_PULSE),
+    "inactivity": (FIRST_MOTION,), "emergency_button": (FIRST_MOTION,),
+}
+_METRIC_RULES = ("threshold", "anomaly", "rate")
+
+
+def series_of_rule(rule: str) -> tuple[str, ...]:
+    """The series an alert of `rule` is about (what an episode of it changes). A questionnaire
+    answer, a device or an adherence alert is about none of them."""
+    if rule in _RULE_SERIES:
+        return _RULE_SERIES[rule]
+    family, _, metric = rule.partition(":")
+    if family not in _METRIC_RULES or not metric:
+        return ()
+    return (metric, SPO2_PULSE) if metric in ("spo2", "pulse_rate") else (metric,)
 
 
 def excluded_periods(alerts: Iterable[AlertSpan],
-                     pauses: Iterable[tuple[datetime, datetime | None]]) -> list[Period]:
-    """Pauses, and each clinical episode from EPISODE_LEAD before its first measurement."""
-    periods: list[Period] = list(pauses)
+                     pauses: Iterable[tuple[datetime, datetime | None]]
+                     ) -> dict[str, list[Period]]:
+    """Per series: pauses, and each episode of an alert about it from EPISODE_LEAD before its
+    first measurement until it was resolved (still open: until its last measurement)."""
+    paused = list(pauses)
+    periods: dict[str, list[Period]] = defaultdict(lambda: list(paused))
     for alert in alerts:
-        if is_clinical(alert.rule) and alert.outcome != NOT_ACTIONABLE:
-            periods.append((alert.first_measured_at - EPISODE_LEAD, alert.resolved_at))
+        if alert.outcome == NOT_ACTIONABLE:
+            continue
+        end = alert.resolved_at or alert.last_measured_at
+        for series in series_of_rule(alert.rule):
+            periods[series].append((alert.first_measured_at - EPISODE_LEAD, end))
     return periods
 
 
@@ -91,6 +125,11 @@ def metric_points(series: Series) -> list[Point]:
 def morning_start(at: datetime) -> datetime:
     """04:00 local on the local day of `at`."""
     return datetime.combine(local(at).date(), MORNING, LOCAL)
+
+
+def next_morning(at: datetime) -> datetime:
+    """04:00 local on the local day after that of `at`."""
+    return datetime.combine(local(at).date() + timedelta(days=1), MORNING, LOCAL)
 
 
 def hours_into_morning(at: datetime) -> float:
@@ -110,17 +149,17 @@ def first_motion_points(events: Iterable[EventView]) -> list[Point]:
             for _, e in sorted(first.items(), key=lambda item: item[1].measured_at)]
 
 
-def _scale(values: Sequence[float]) -> tuple[float, float]:
+def _scale(values: Sequence[float], resolution: float) -> tuple[float, float]:
     """Median and spread (1.2533 x the mean absolute deviation from it, which is sigma for a
-    normal distribution): not the median absolute deviation, which is 0 for a SpO2 that reads 95
-    on most days."""
+    normal distribution; at least the resolution): not the median absolute deviation, which is 0
+    for a SpO2 that reads 95 on most days."""
     center = statistics.median(values)
     spread = 1.2533 * statistics.fmean(abs(v - center) for v in values)
-    return center, max(spread, 1e-3 * max(1.0, abs(center)))
+    return center, max(spread, resolution, 1e-3 * max(1.0, abs(center)))
 
 
 def scales(trained: Mapping[str, Baseline], metrics: Mapping[str, Series],
-           excluded: Sequence[Period]) -> dict[str, tuple[float, float]] | None:
+           excluded: Mapping[str, Sequence[Period]]) -> dict[str, tuple[float, float]] | None:
     """Each spo2_pulse component's usual value and spread over what its baseline learnt from
     (None while a component is still learning)."""
     found = {}
@@ -128,8 +167,10 @@ def scales(trained: Mapping[str, Baseline], metrics: Mapping[str, Series],
         baseline, series = trained.get(metric), metrics.get(metric)
         if baseline is None or baseline.status != ACTIVE or series is None:
             return None
-        kept = [v for at, v in metric_points(series) if not is_excluded(at, excluded)]
-        found[metric] = _scale(kept)
+        left_out = excluded.get(metric, ())
+        kept = [v for at, v in metric_points(series) if not is_excluded(at, left_out)]
+        # The points its baseline learnt from.
+        found[metric] = _scale(kept[-baseline.rows:], RESOLUTION[metric])
     return found
 
 
@@ -154,21 +195,25 @@ def spo2_pulse_points(readings: Iterable[ReadingView], parts: Mapping[str, tuple
 
 def train_citizen(series_names: Sequence[str], metrics: Mapping[str, Series],
                   readings: Sequence[ReadingView], events: Sequence[EventView],
-                  excluded: Sequence[Period], now: datetime,
-                  config: BaselineConfig | None = None) -> dict[str, Baseline]:
-    """Every baseline of one citizen at `now` from her history (pure)."""
+                  excluded: Mapping[str, Sequence[Period]], now: datetime,
+                  config: BaselineConfig | None = None, *,
+                  until: datetime | None = None) -> dict[str, Baseline]:
+    """Every baseline of one citizen at `now` from her history measured before `until` (when
+    given), each series without its own `excluded` periods (pure)."""
     trained: dict[str, Baseline] = {}
+
+    def learn(name: str, points: Sequence[Point], **extra: Any) -> None:
+        trained[name] = train(name, points, excluded.get(name, ()), now, config,
+                              resolution=RESOLUTION.get(name, 0.0), until=until, **extra)
+
     for name in series_names:
-        if name in (SPO2_PULSE, FIRST_MOTION):
-            continue
-        series = metrics.get(name)
-        points = metric_points(series) if series is not None else []
-        trained[name] = train(name, points, excluded, now, config)
+        if name not in (SPO2_PULSE, FIRST_MOTION):
+            series = metrics.get(name)
+            learn(name, metric_points(series) if series is not None else [])
     if FIRST_MOTION in series_names:
-        trained[FIRST_MOTION] = train(FIRST_MOTION, first_motion_points(events), excluded, now,
-                                      config)
+        learn(FIRST_MOTION, first_motion_points(events))
     if SPO2_PULSE in series_names:
         parts = scales(trained, metrics, excluded)
-        points = spo2_pulse_points(readings, parts) if parts is not None else []
-        trained[SPO2_PULSE] = train(SPO2_PULSE, points, excluded, now, config, parameters=parts)
+        learn(SPO2_PULSE, spo2_pulse_points(readings, parts) if parts is not None else [],
+              parameters=parts)
     return trained

@@ -208,7 +208,7 @@ def _train(timeline: _Timeline, history: CitizenHistory, now: datetime,
            config: BaselineConfig) -> dict[str, Baseline]:
     """The citizen's baselines as a retraining at `now` would give them."""
     since = now - config.training_window
-    spans = [AlertSpan(a.rule, a.first_measured_at, a.resolved_at, a.outcome)
+    spans = [AlertSpan(a.rule, a.first_measured_at, a.last_measured_at, a.resolved_at, a.outcome)
              for a in timeline.alerts]
     return train_citizen(series_of(history.plans_at(now)), history.series_within(since, now),
                          history.readings_within(since, now), history.events_within(since, now),

@@ -23,7 +23,7 @@ DEFAULT_CHUNK = 100
 
 def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
             config: BaselineConfig) -> dict[UUID, dict[str, Baseline]]:
-    """Train and store the baselines of `citizens` at `now` (five queries, then the writes)."""
+    """Train and store the baselines of `citizens` at `now` (six queries, then the writes)."""
     if not citizens:
         return {}
     since = now - config.training_window
@@ -35,13 +35,16 @@ def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
     for row in context_repository.pauses_overlapping(conn, citizens, since, now):
         pauses[row["citizen_id"]].append((row["start"], row["end"]))
     spans = repo.alert_spans(conn, citizens, since)
+    queued = repo.queued_since(conn, citizens)
     trained = {}
     for citizen in citizens:
         history = histories[citizen]
         excluded = excluded_periods(spans.get(citizen, ()), pauses[citizen])
+        # Nothing still queued is learnt: the anomaly rule would then skip it as already known.
         trained[citizen] = train_citizen(series_of(plans[citizen]),
                                          history.series_within(since, now), history.readings,
-                                         history.events, excluded, now, config)
+                                         history.events, excluded, now, config,
+                                         until=queued.get(citizen))
     repo.save(conn, trained)
     return trained
 

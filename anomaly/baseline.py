@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,14 +102,16 @@ def is_excluded(at: datetime, periods: Sequence[Period]) -> bool:
 
 
 def train(series: str, points: Sequence[Point], excluded: Sequence[Period], now: datetime,
-          config: BaselineConfig | None = None, *,
-          parameters: Mapping[str, Any] | None = None) -> Baseline:
+          config: BaselineConfig | None = None, *, resolution: float = 0.0,
+          parameters: Mapping[str, Any] | None = None, until: datetime | None = None) -> Baseline:
     """A baseline of `series` from its `points` (time order) within the training window before
-    `now`, without those inside `excluded`; `parameters`: what the points were derived with."""
+    `now` (and before `until`, when given), without those inside `excluded`; `resolution`: the
+    values' smallest step (0: unknown); `parameters`: what the points were derived with."""
     cfg = config or BaselineConfig()
     since = now - cfg.training_window
     chosen = points[bisect_left([at for at, _ in points], since):]
-    chosen = [(at, value) for at, value in chosen if at < now]
+    end = min(now, until) if until is not None else now
+    chosen = [(at, value) for at, value in chosen if at < end]
     kept = [(at, value) for at, value in chosen if not is_excluded(at, excluded)]
     left_out = len(chosen) - len(kept)
     # The detector keeps its last `history` values per feature: older ones would only be
@@ -117,7 +119,7 @@ def train(series: str, points: Sequence[Point], excluded: Sequence[Period], now:
     kept = kept[-cfg.detector.history:]
     first_at = chosen[0][0] if chosen else None
     learning_until = first_at + cfg.learning_period if first_at is not None else None
-    detector = Detector(cfg.detector)
+    detector = Detector(replace(cfg.detector, resolution=resolution))
     for at, value in kept:
         detector.update(at, value)
     enough = len(kept) >= cfg.detector.learning_rows

@@ -73,6 +73,10 @@ class DetectorConfig:
     # and the rows held after one.
     alarm_surprise: float = 3.0
     hold_rows: int = 100
+    # The values' smallest step, when known (a home device shows SpO2 in whole percent): no
+    # spread or tail is narrower, so that a series that read 97 every day does not call 96
+    # ten million spreads away. 0: unknown (NAB).
+    resolution: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("windows", "volatility"):
@@ -83,8 +87,9 @@ class DetectorConfig:
             raise ValueError("learning_rows must be between 2 and history")
         if self.refit_every < 1 or self.rhythm_slot_seconds < 1 or self.rhythm_depth < 3:
             raise ValueError("refit_every and rhythm_slot_seconds must be positive, rhythm_depth at least 3")
-        if self.alarm_surprise <= 0 or self.hold_rows < 0 or self.scale_floor < 0:
-            raise ValueError("alarm_surprise must be positive, hold_rows and scale_floor not negative")
+        if self.alarm_surprise <= 0 or self.hold_rows < 0 or self.scale_floor < 0 or self.resolution < 0:
+            raise ValueError("alarm_surprise must be positive, hold_rows, scale_floor and resolution "
+                             "not negative")
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class _Feature:
         self.distances: list[float] | array[float] = []
         self.tail_scale = 1.0
 
-    def fit(self, scale_floor: float) -> None:
+    def fit(self, scale_floor: float, resolution: float = 0.0) -> None:
         past = self.ring.values()
         self.center = center = float(np.median(past))
         distances = np.sort(np.abs(past - center))
@@ -161,7 +166,7 @@ class _Feature:
         top = distances[distances > q90]
         # The mean excess over the 90th percentile is the exponential tail's scale (its MLE).
         excess = float(top.mean()) - q90 if len(top) else 0.0
-        floor = max(scale_floor * float(past.std()), 1e-9 * max(1.0, abs(center)))
+        floor = max(scale_floor * float(past.std()), 1e-9 * max(1.0, abs(center)), resolution)
         self.tail_scale = max(excess, floor)
         self.spread = max(float(distances[n // 2]) * _MAD_TO_SIGMA, floor)
 
@@ -296,7 +301,7 @@ class Detector:
         for feature, x in observed:
             if feature.ring.count >= cfg.learning_rows:
                 if refit or not feature.distances:
-                    feature.fit(cfg.scale_floor)
+                    feature.fit(cfg.scale_floor, cfg.resolution)
                 surprise = feature.surprise(x)
                 if best is None or surprise > best[0]:
                     best = (surprise, feature, x)
@@ -318,7 +323,7 @@ class Detector:
         """Fit every feature that has learnt enough on all it has seen, and stop learning."""
         for feature in self._all_features():
             if feature.ring.count >= self.config.learning_rows:
-                feature.fit(self.config.scale_floor)
+                feature.fit(self.config.scale_floor, self.config.resolution)
             feature.freeze()
         self.frozen = True
 

@@ -11,9 +11,11 @@ short windows have moved on): the threshold and trend rules still see it."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from alerts.baselines import (
+    FALLING_ONLY,
     FIRST_MOTION,
     SPO2_PULSE,
     SPO2_PULSE_PARTS,
@@ -21,9 +23,11 @@ from alerts.baselines import (
     hours_into_morning,
     local,
     morning_start,
+    next_morning,
+    series_of,
     spo2_pulse_points,
 )
-from alerts.models import CitizenContext, Finding, ReadingView, Series, Severity
+from alerts.models import CitizenContext, EventView, Finding, ReadingView, Series, Severity
 from alerts.rules.common import display, finding_about, unit
 from alerts.rules.silence import offline_since
 from anomaly.baseline import Baseline, Point
@@ -42,8 +46,7 @@ ALARM_SCORE = 0.5
 SINCE_MAX = 48
 
 
-def _between(points: list[Point], after: datetime | None, before: datetime) -> list[Point]:
-    return [(at, v) for at, v in points if (after is None or at > after) and at < before]
+_TICK = timedelta(microseconds=1)
 
 
 def _recent(series: Series, after: datetime | None, before: datetime) -> list[ReadingView]:
@@ -88,11 +91,15 @@ def _reading_finding(ctx: CitizenContext, reading: ReadingView, series: str, val
         explanation=_explanation(baseline, series, value, score, why))
 
 
-def _metric_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
+def _metric_findings(ctx: CitizenContext, baselines: Mapping[str, Baseline],
+                     now: datetime) -> list[Finding]:
     findings = []
     for reading in ctx.new_readings:
-        baseline = ctx.baselines.get(reading.metric)
+        baseline = baselines.get(reading.metric)
         if baseline is None or reading.quality == IMPLAUSIBLE:
+            continue
+        usual = baseline.value_feature()
+        if reading.metric in FALLING_ONLY and usual is not None and reading.value >= usual[0]:
             continue
         since = _recent(ctx.series(reading.metric), baseline.trained_through, reading.measured_at)
         scored = _scored(baseline, reading.measured_at, reading.value,
@@ -113,8 +120,9 @@ def _pairs(ctx: CitizenContext, spo2: list[ReadingView], parts: dict[str, tuple[
     return spo2_pulse_points([*spo2, *pulse.readings[lo:hi]], parts)
 
 
-def _pair_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
-    baseline = ctx.baselines.get(SPO2_PULSE)
+def _pair_findings(ctx: CitizenContext, baselines: Mapping[str, Baseline],
+                   now: datetime) -> list[Finding]:
+    baseline = baselines.get(SPO2_PULSE)
     usual = baseline.value_feature() if baseline is not None else None
     if baseline is None or baseline.parameters is None or usual is None:
         return []
@@ -136,29 +144,48 @@ def _pair_findings(ctx: CitizenContext, now: datetime) -> list[Finding]:
     return findings
 
 
+def _in_plans(ctx: CitizenContext) -> dict[str, Baseline]:
+    """The baselines of the series her plans in force learn (a plan that ended raises none)."""
+    learnt = series_of(ctx.plans)
+    return {series: b for series, b in ctx.baselines.items() if series in learnt}
+
+
 def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
     """Findings about new readings that are rare against the citizen's own baselines."""
-    if not ctx.baselines:
+    baselines = _in_plans(ctx) if ctx.baselines else {}
+    if not baselines:
         return []
-    return _metric_findings(ctx, now) + _pair_findings(ctx, now)
+    return _metric_findings(ctx, baselines, now) + _pair_findings(ctx, baselines, now)
+
+
+def _events_between(ctx: CitizenContext, after: datetime | None, before: datetime
+                    ) -> tuple[EventView, ...]:
+    """The context's events measured after `after` (None: all) and before `before` (events are
+    in time order: two bisections, not a walk through four days of sensor events each tick)."""
+    lo = 0 if after is None else bisect_right(ctx.events, after, key=lambda e: e.measured_at)
+    return ctx.events[lo:bisect_left(ctx.events, before, key=lambda e: e.measured_at)]
 
 
 def late_morning(ctx: CitizenContext, now: datetime) -> list[Finding]:
     """No motion this morning although her first motion is by now rare for her (red)."""
-    baseline = ctx.baselines.get(FIRST_MOTION)
-    sensors = [d for d in ctx.devices if d.kind == "motion_sensor"]
+    baseline = _in_plans(ctx).get(FIRST_MOTION) if ctx.baselines else None
+    usual = baseline.value_feature() if baseline is not None else None
     start = morning_start(now)
-    if baseline is None or not sensors or now <= start or ctx.paused_at(now):
+    hours = hours_into_morning(now)
+    if baseline is None or usual is None or now <= start or hours <= usual[0]:
+        return []
+    sensors = [d for d in ctx.devices if d.kind == "motion_sensor"]
+    if not sensors or ctx.paused_at(now):
         return []
     if all(offline_since(d, now, ctx) is not None for d in sensors):
         return []
-    if any(e.kind == "motion" and start <= e.measured_at <= now for e in ctx.events):
+    if any(e.kind == "motion" for e in _events_between(ctx, start - _TICK, now + _TICK)):
         return []
-    hours = hours_into_morning(now)
-    usual = baseline.value_feature()
-    if usual is None or hours <= usual[0]:
-        return []
-    scored = _scored(baseline, now, hours, _between(first_motion_points(ctx.events), None, start))
+    # The mornings after the last one learnt (its later motions are not a first motion).
+    after = (next_morning(baseline.trained_through) - _TICK
+             if baseline.trained_through is not None else None)
+    since = first_motion_points(_events_between(ctx, after, start))
+    scored = _scored(baseline, now, hours, since)
     if scored is None:
         return []
     score, why = scored

@@ -1,6 +1,8 @@
 """A citizen's personal baselines as the alert engine last retrained them: per series, whether it
 is still learning (and until when at the earliest), what it learnt from, and her usual value.
-The usual value is drawn from her readings, so it is shown to whoever may see her readings."""
+The usual value is drawn from her readings, so it is shown to whoever may see those readings:
+a relative whose proxy covers only part of what a baseline learnt from sees its status, not
+what it learnt."""
 
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from api.schemas import BaselinePublic
 router = APIRouter(tags=["care"])
 
 
-def _public(series: str, baseline: Baseline | None) -> BaselinePublic:
+def _public(series: str, baseline: Baseline | None, window: access.Window) -> BaselinePublic:
     if baseline is None:  # in her plans, not trained yet
         return BaselinePublic(series=series, status=LEARNING)
+    learnt_from = (baseline.first_at, baseline.trained_through)
+    if not all(at is None or window.holds(at) for at in learnt_from):
+        return BaselinePublic(series=series, status=baseline.status, trained_at=baseline.trained_at)
     usual = baseline.value_feature()
     return BaselinePublic(series=series, status=baseline.status, trained_at=baseline.trained_at,
                           rows=baseline.rows, excluded=baseline.excluded,
@@ -36,7 +41,7 @@ def _public(series: str, baseline: Baseline | None) -> BaselinePublic:
 def baselines(citizen_id: UUID, conn: DbDep, caller: CallerDep, now: NowDep
               ) -> list[BaselinePublic]:
     """Every series her plans learn now, with its baseline's state."""
-    access.citizen(conn, caller, citizen_id, "readings", now)
+    window = access.citizen(conn, caller, citizen_id, "readings", now)
     plans = [row.plan for row in service.plans_in_force(conn, [citizen_id], now).get(citizen_id, [])]
     stored = baseline_repository.load(conn, [citizen_id]).get(citizen_id, {})
-    return [_public(series, stored.get(series)) for series in series_of(plans)]
+    return [_public(series, stored.get(series), window) for series in series_of(plans)]

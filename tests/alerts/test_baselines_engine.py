@@ -96,13 +96,29 @@ def test_a_baseline_stored_and_loaded_scores_as_the_one_trained(db: str, dbconn:
     clock = FakeClock()
     device, citizen = enrolled(dbconn, "hypertension", "bp_monitor")
     history(dbconn, device, citizen, 30, clock.now)
+    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated: retraining learns those
     with engine_conn(db) as conn:
         trained = retrain(conn, [citizen], clock.now, BaselineConfig())[citizen]
         loaded = baseline_repository.load(conn, [citizen])[citizen]
     assert set(loaded) == set(trained) == {"diastolic_bp", "pulse_rate", "systolic_bp"}
+    assert {b.status for b in loaded.values()} == {"active"}
     later = clock.now + timedelta(hours=5)
     since = [(clock.now + timedelta(hours=h), 131.0 + h) for h in range(1, 4)]
     for series, baseline in trained.items():
         assert loaded[series] == baseline
         for value in (60.0, 80.0, 130.0, 152.0, 190.0):
             assert loaded[series].score(later, value, since) == baseline.score(later, value, since)
+
+
+def test_a_reading_still_queued_is_not_learnt_before_it_is_evaluated(db: str, dbconn: Conn) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn, "hypertension", "bp_monitor")
+    history(dbconn, device, citizen, 30, clock.now - timedelta(hours=2))
+    dbconn.execute("DELETE FROM evaluation_queue")
+    queued_at = clock.now - timedelta(hours=1)
+    store(dbconn, bp_rows(device, citizen, queued_at, 10_000, 175, 80, 70))
+    with engine_conn(db) as conn:
+        trained = retrain(conn, [citizen], clock.now, BaselineConfig())[citizen]
+    systolic = trained["systolic_bp"]
+    assert systolic.trained_through is not None and systolic.trained_through < queued_at
+    assert systolic.rows == 60

@@ -39,9 +39,10 @@ def oximeter(days: int, end: datetime = NOW) -> list[ReadingView]:
 
 
 def trained(plans: tuple[str, ...], readings: list[ReadingView], events: list[EventView] = (),
-            excluded: list[tuple[datetime, datetime | None]] = ()) -> dict[str, Baseline]:
+            excluded: dict[str, list[tuple[datetime, datetime | None]]] | None = None
+            ) -> dict[str, Baseline]:
     metrics = {m: Series.of(readings, m) for m in {r.metric for r in readings}}
-    return train_citizen(series_of(plans), metrics, readings, list(events), list(excluded), NOW)
+    return train_citizen(series_of(plans), metrics, readings, list(events), excluded or {}, NOW)
 
 
 def context(plans: tuple[str, ...], history: list[ReadingView], new: list[ReadingView],
@@ -65,7 +66,7 @@ def test_an_in_band_spo2_rare_for_her_is_found_with_her_usual_value() -> None:
     history = oximeter(30)
     baselines = trained(("copd",), history)
     assert baselines["spo2"].status == ACTIVE
-    found = [f for f in anomaly.evaluate_new(context(("copd",), history, pair(91, 72), baselines), NOW)
+    found = [f for f in anomaly.evaluate_new(context(("copd",), history, pair(90, 72), baselines), NOW)
              if f.rule == "anomaly:spo2"]
     assert len(found) == 1
     assert 94 <= found[0].explanation["usual"] <= 96
@@ -99,16 +100,48 @@ def test_a_citizen_in_her_learning_period_raises_no_anomaly_finding() -> None:
     assert not anomaly.evaluate_new(ctx, NOW)
 
 
-def test_an_open_clinical_alert_leaves_its_readings_out_of_the_baseline() -> None:
+def test_a_clinical_alert_leaves_its_own_series_out_of_the_baseline() -> None:
     history = oximeter(30)
     days = [NOW - timedelta(days=d) for d in range(31)]
-    episode = AlertSpan("threshold:spo2", days[6], days[2], "contacted_citizen")
-    cleared = AlertSpan("anomaly:spo2", days[20], days[19], "not_actionable")
-    device = AlertSpan("device_offline", NOW - timedelta(days=29), None, None)
-    baselines = trained(("copd",), history, excluded=excluded_periods([episode, cleared, device], []))
+    episode = AlertSpan("threshold:spo2", days[6], days[4], days[2], "contacted_citizen")
+    cleared = AlertSpan("anomaly:spo2", days[20], days[20], days[19], "not_actionable")
+    device = AlertSpan("device_offline", days[29], days[29], None, None)
+    symptom = AlertSpan("questionnaire", days[28], days[28], None, None)
+    open_pulse = AlertSpan("threshold:pulse_rate", days[10], days[9], None, None)
+    excluded = excluded_periods([episode, cleared, device, symptom, open_pulse], [])
+    baselines = trained(("copd",), history, excluded=excluded)
     # The episode from two days before its first measurement until it was resolved: 6 days.
-    assert baselines["spo2"].excluded == 12
-    assert baselines["spo2"].rows == 60 - 12
+    assert (baselines["spo2"].excluded, baselines["spo2"].rows) == (12, 60 - 12)
+    # Still open: from two days before its first measurement to its last (3 days).
+    assert baselines["pulse_rate"].excluded == 6
+    # Neither a symptom answer, a device alert nor a not-actionable one leaves anything out.
+    assert baselines["body_temperature"].excluded == 0
+    assert set(excluded) == {"spo2", "spo2_pulse", "pulse_rate"}
+
+
+def test_a_series_that_never_varied_alarms_on_a_real_fall_not_on_one_step() -> None:
+    flat = [r if r.metric != "spo2" else ReadingView(r.device_id, "spo2", r.measured_at, r.seq,
+                                                     97.0, r.received_at)
+            for r in oximeter(30)]
+    baselines = trained(("copd",), flat)
+    assert baselines["spo2"].value_feature() == (97.0, 1.0)  # spread floored at one percent
+    step = anomaly.evaluate_new(context(("copd",), flat, pair(96, 72), baselines), NOW)
+    fall = anomaly.evaluate_new(context(("copd",), flat, pair(91, 72), baselines), NOW)
+    assert "anomaly:spo2" not in rules(step)
+    assert "anomaly:spo2" in rules(fall)
+
+
+def test_a_rise_in_spo2_is_no_anomaly() -> None:
+    history = oximeter(30)
+    baselines = trained(("copd",), history)
+    assert "anomaly:spo2" not in rules(
+        anomaly.evaluate_new(context(("copd",), history, pair(100, 72), baselines), NOW))
+
+
+def test_baselines_of_a_plan_no_longer_in_force_raise_nothing() -> None:
+    history = oximeter(30)
+    baselines = trained(("copd",), history)
+    assert not anomaly.evaluate_new(context((), history, pair(85, 110), baselines), NOW)
 
 
 def motion_days(days: int, end_day: datetime) -> list[EventView]:

@@ -18,6 +18,11 @@ from tests.api.conftest import NOW, problem
 Conn = psycopg.Connection[Any]
 
 
+def evaluated(conn: Conn, citizen: UUID) -> None:
+    """As if the alert engine had evaluated her queued readings (retraining learns only those)."""
+    conn.execute("DELETE FROM evaluation_queue WHERE citizen_id = %s", (citizen,))
+
+
 def looks(conn: Conn, citizen: UUID) -> int:
     return int(scalar(conn, "SELECT count(*) FROM audit_log WHERE citizen_id = %s", citizen))
 
@@ -34,6 +39,7 @@ def test_baselines_are_learning_until_trained_then_show_her_usual_value(
     assert looks(conn, citizen) == before + 1
 
     history(conn, device, citizen, 30, NOW)
+    evaluated(conn, citizen)
     retrain(conn, [citizen], NOW, BaselineConfig())
     trained = {b["series"]: b for b in client.get(f"/v1/citizens/{citizen}/baselines").json()}
     systolic = trained["systolic_bp"]
@@ -45,3 +51,24 @@ def test_baselines_are_learning_until_trained_then_show_her_usual_value(
 def test_an_unknown_citizen_is_a_404_problem(client: TestClient) -> None:
     problem(client.get(f"/v1/citizens/{uuid4()}/baselines"), 404)
     problem(client.get("/v1/citizens/not-a-uuid/baselines"), 422)
+
+
+def test_a_caller_whose_window_does_not_cover_what_a_baseline_learnt_sees_only_its_status(
+        client: TestClient, conn: Conn) -> None:
+    from datetime import timedelta
+
+    from alerts import baseline_repository
+    from api.access import Window
+    from api.routes.baselines import _public
+
+    device, citizen = enrolled(conn, "hypertension", "bp_monitor")
+    history(conn, device, citizen, 30, NOW)
+    evaluated(conn, citizen)
+    retrain(conn, [citizen], NOW, BaselineConfig())
+    systolic = baseline_repository.load(conn, [citizen])[citizen]["systolic_bp"]
+    assert systolic.first_at is not None
+    everything = _public("systolic_bp", systolic, Window(systolic.first_at, NOW))
+    assert everything.usual is not None and everything.rows == 60
+    recent = _public("systolic_bp", systolic, Window(NOW - timedelta(days=7), NOW))
+    assert (recent.status, recent.usual, recent.usual_spread, recent.rows, recent.first_at) == (
+        "active", None, None, 0, None)
