@@ -21,6 +21,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from alerts import baseline_repository
 from devices.catalogue import METRICS
 
 Conn = psycopg.Connection[Any]
@@ -110,7 +111,9 @@ FILES: dict[str, str] = {
     "alerts.json": "alerts raised on the citizen's data, each with its history (who did what "
                    "when) and the findings that raised it",
     "screen_messages.csv": "messages sent to the citizen's home screen",
-    "care.json": "monitoring plans, thresholds (every version) and alert pauses",
+    "care.json": "monitoring plans, thresholds (every version), alert pauses, and the personal "
+                 "baselines learnt from the citizen's readings (her usual value and spread per "
+                 "series, from how many readings, when)",
     "proxies.json": "the relatives given proxy rights (fuldmagt): what, from when until when, "
                     "revoked",
     "lookups.csv": "every look at and change of the citizen's data: when, in which role, what "
@@ -147,7 +150,7 @@ def write_archive(conn: Conn, citizen_id: UUID, out: IO[bytes], now: datetime, *
         counts["screen_messages.csv"] = _csv(archive, "screen_messages.csv", MESSAGE_COLUMNS,
                                              _all(conn, _MESSAGES, params))
         care = {"plans": _all(conn, _PLANS, params), "thresholds": _all(conn, _THRESHOLDS, params),
-                "pauses": _all(conn, _PAUSES, params)}
+                "pauses": _all(conn, _PAUSES, params), "baselines": _baselines(conn, citizen_id)}
         counts["care.json"] = sum(len(rows) for rows in care.values())
         _json(archive, "care.json", care)
         proxies = _all(conn, _PROXIES, params)
@@ -162,6 +165,21 @@ def write_archive(conn: Conn, citizen_id: UUID, out: IO[bytes], now: datetime, *
         _json(archive, "manifest.json", manifest)
         archive.writestr("README.txt", _readme(citizen_id, now, counts))
     return counts
+
+
+def _baselines(conn: Conn, citizen_id: UUID) -> list[dict[str, Any]]:
+    """What each personal baseline learnt about her, in words a person reads (not its state)."""
+    found = []
+    for series, baseline in sorted(baseline_repository.load(conn, [citizen_id])
+                                   .get(citizen_id, {}).items()):
+        usual = baseline.value_feature()
+        found.append({"series": series, "status": baseline.status,
+                      "trained_at": baseline.trained_at, "readings": baseline.rows,
+                      "left_out": baseline.excluded, "first_at": baseline.first_at,
+                      "trained_through": baseline.trained_through,
+                      "usual": usual[0] if usual else None,
+                      "usual_spread": usual[1] if usual else None})
+    return found
 
 
 def _readme(citizen_id: UUID, now: datetime, counts: dict[str, int]) -> str:

@@ -72,3 +72,25 @@ def test_a_caller_whose_window_does_not_cover_what_a_baseline_learnt_sees_only_i
     recent = _public("systolic_bp", systolic, Window(NOW - timedelta(days=7), NOW))
     assert (recent.status, recent.usual, recent.usual_spread, recent.rows, recent.first_at) == (
         "active", None, None, 0, None)
+
+
+def test_the_citizens_export_holds_what_her_baselines_learnt(conn: Conn) -> None:
+    import io
+    import json
+    import zipfile
+
+    from api.citizen_export import write_archive
+
+    device, citizen = enrolled(conn, "hypertension", "bp_monitor")
+    history(conn, device, citizen, 30, NOW)
+    evaluated(conn, citizen)
+    retrain(conn, [citizen], NOW, BaselineConfig())
+    out = io.BytesIO()
+    with conn.transaction():  # the export's server-side cursors need one
+        write_archive(conn, citizen, out, NOW, who_looked=False)
+    care = json.loads(zipfile.ZipFile(out).read("care.json"))
+    by_series = {b["series"]: b for b in care["baselines"]}
+    assert set(by_series) == {"diastolic_bp", "pulse_rate", "systolic_bp"}
+    assert by_series["systolic_bp"]["status"] == "active"
+    assert 127 <= by_series["systolic_bp"]["usual"] <= 133
+    assert "state" not in by_series["systolic_bp"]
