@@ -18,11 +18,10 @@ measurement, not measuring for days): those alert on absent data, which during a
 mostly the hospital stay after the crisis or a coincidence. The share caught by any rule,
 adherence included, is given beside it. Every alert counts in the burden figures.
 
-Nobody acknowledges or resolves alerts in a replay, so an alert that does not clear itself
-stays open and the next episode's findings only repeat it (count + 1) instead of opening a
-new alert. The shares "by finding" count an episode as caught by the first raising finding
-(one that opened or repeated an alert) of a state rule in [onset, last]: what a nurse who
-resolves alerts promptly would have been shown as a new alert."""
+An alert still open (the simulated nurse resolves each a day after it opened, or nobody does)
+turns a new episode's findings into repeats (count + 1) instead of a new alert. The shares "by
+finding" count an episode as caught by the first raising finding (one that opened or repeated
+an alert) about one of its signs in [onset, last]."""
 
 from __future__ import annotations
 
