@@ -135,6 +135,11 @@ class RuleFigures:
     alerts: int
     overlapping: int
     non_actionable_per_citizen_week: float
+    # Of the scored episodes whose signs the rule looks at: how many it alerted on, and the
+    # median lead time of its first alert in each (None: none caught).
+    eligible_episodes: int = 0
+    caught_episodes: int = 0
+    lead_median_h: float | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,7 @@ def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], peri
     false = non_actionable(inside, episodes)
     weeks = period.citizen_weeks()
     return Figures(
-        by_kind=by_kind, by_rule=_rule_figures(inside, false, weeks),
+        by_kind=by_kind, by_rule=_rule_figures(inside, false, weeks, chosen),
         alerts=len(inside), non_actionable=len(false),
         non_actionable_per_citizen_week=_rate(len(false), weeks),
         non_actionable_clinical_per_citizen_week=_rate(
@@ -262,12 +267,20 @@ def _of_kinds(kinds: Sequence[str], *matches: Sequence[Match]) -> list[list[Matc
 
 
 def _rule_figures(alerts: Sequence[RaisedAlert], false: Sequence[RaisedAlert],
-                  weeks: float) -> dict[str, RuleFigures]:
+                  weeks: float, episodes: Sequence[TrueEpisode]) -> dict[str, RuleFigures]:
     total = Counter(a.rule for a in alerts)
     wrong = Counter(a.rule for a in false)
-    return {rule: RuleFigures(alerts=n, overlapping=n - wrong[rule],
-                              non_actionable_per_citizen_week=_rate(wrong[rule], weeks))
-            for rule, n in sorted(total.items())}
+    figures = {}
+    for rule, n in sorted(total.items()):
+        eligible = [e for e in episodes if set(looks_at(rule)) & set(e.metrics)]
+        found = match(eligible, [a for a in alerts if a.rule == rule])
+        leads = [m.lead_h for m in found if m.lead_h is not None]
+        figures[rule] = RuleFigures(
+            alerts=n, overlapping=n - wrong[rule],
+            non_actionable_per_citizen_week=_rate(wrong[rule], weeks),
+            eligible_episodes=len(eligible), caught_episodes=len(leads),
+            lead_median_h=quantile(leads, 0.5))
+    return figures
 
 
 def _rate(count: int, per: float) -> float:

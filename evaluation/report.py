@@ -64,7 +64,8 @@ def rows(results: Sequence[PopulationResult]) -> list[Row]:
                lambda f: f"{f.non_actionable_per_citizen_week_after_learning:.2f}"),
               ("alerts per nurse-day", lambda f: f"{f.alerts_per_nurse_day:.1f}")]
     rules = sorted({rule for r in results for rule in r.figures.by_rule})
-    table += [(f"rule {rule}: alerts / overlapping / non-act. per cw", _rule_cell(rule))
+    table += [(f"rule {rule}: alerts / overlapping / non-act. per cw / episodes caught, "
+               "median lead", _rule_cell(rule))
               for rule in rules]
     return table
 
@@ -74,7 +75,9 @@ def _rule_cell(rule: str) -> Callable[[Figures], str]:
         x = f.by_rule.get(rule)
         if x is None:
             return "-"
-        return f"{x.alerts} / {x.overlapping} / {x.non_actionable_per_citizen_week:.2f}"
+        caught = (f" / {x.caught_episodes} of {x.eligible_episodes}, {_hours(x.lead_median_h)} h"
+                  if x.eligible_episodes else "")
+        return f"{x.alerts} / {x.overlapping} / {x.non_actionable_per_citizen_week:.2f}{caught}"
     return cell
 
 

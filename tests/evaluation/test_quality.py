@@ -120,6 +120,9 @@ def test_figures_of_a_population() -> None:
     assert result.non_actionable_per_citizen_week == pytest.approx(1 / 8)
     assert result.alerts_per_nurse_day == pytest.approx(3 / 28 / 2)
     assert result.by_rule["missed:body_weight"].overlapping == 1
+    weight = result.by_rule["trend:weight_gain"]
+    assert (weight.eligible_episodes, weight.caught_episodes, weight.lead_median_h) == (1, 1, 48.0)
+    assert result.by_rule["missed:body_weight"].eligible_episodes == 0
 
 
 @pytest.mark.parametrize(("rule", "signs"), [
