@@ -15,6 +15,7 @@ COPY ingest ingest
 COPY api api
 COPY simulators simulators
 COPY pilots pilots
+COPY evaluation evaluation
 COPY telecare telecare
 COPY migrations migrations
 RUN python -m venv /opt/telecare && /opt/telecare/bin/pip install .
