@@ -25,12 +25,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts.models import EventView, ReadingView, Series
 from alerts.plans import LOCAL
 from anomaly.baseline import ACTIVE, Baseline, BaselineConfig, Period, Point, is_excluded, train
 from devices.catalogue import IMPLAUSIBLE
+
+if TYPE_CHECKING:
+    from alerts.context import CitizenHistory
 
 SPO2_PULSE = "spo2_pulse"
 FIRST_MOTION = "first_motion"
@@ -217,3 +220,15 @@ def train_citizen(series_names: Sequence[str], metrics: Mapping[str, Series],
         learn(SPO2_PULSE, spo2_pulse_points(readings, parts) if parts is not None else [],
               parameters=parts)
     return trained
+
+
+def train_from_history(history: CitizenHistory, plans: Iterable[str], spans: Iterable[AlertSpan],
+                       pauses: Iterable[tuple[datetime, datetime | None]], now: datetime,
+                       config: BaselineConfig, *, until: datetime | None = None
+                       ) -> dict[str, Baseline]:
+    """Her baselines at `now` from what `history` holds of the training window: what the live
+    retraining (alerts/retraining.py) and replay both train."""
+    since = now - config.training_window
+    return train_citizen(series_of(plans), history.series_within(since, now),
+                         history.readings_within(since, now), history.events_within(since, now),
+                         excluded_periods(spans, pauses), now, config, until=until)

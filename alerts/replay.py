@@ -33,7 +33,7 @@ from uuid import UUID
 import psycopg
 
 from alerts import replay_repository as repo
-from alerts.baselines import AlertSpan, excluded_periods, series_of, train_citizen
+from alerts.baselines import AlertSpan, train_from_history
 from alerts.context import (
     CitizenHistory,
     NewItems,
@@ -207,12 +207,9 @@ def _ticks(start: datetime, end: datetime, tick_s: float | None) -> list[datetim
 def _train(timeline: _Timeline, history: CitizenHistory, now: datetime,
            config: BaselineConfig) -> dict[str, Baseline]:
     """The citizen's baselines as a retraining at `now` would give them."""
-    since = now - config.training_window
     spans = [AlertSpan(a.rule, a.first_measured_at, a.last_measured_at, a.resolved_at, a.outcome)
              for a in timeline.alerts]
-    return train_citizen(series_of(history.plans_at(now)), history.series_within(since, now),
-                         history.readings_within(since, now), history.events_within(since, now),
-                         excluded_periods(spans, history.pauses), now, config)
+    return train_from_history(history, history.plans_at(now), spans, history.pauses, now, config)
 
 
 def _replay_citizen(timeline: _Timeline, history: CitizenHistory, request: ReplayRequest,

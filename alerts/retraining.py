@@ -12,7 +12,7 @@ from uuid import UUID
 
 from alerts import baseline_repository as repo
 from alerts import context_repository
-from alerts.baselines import excluded_periods, series_of, train_citizen
+from alerts.baselines import train_from_history
 from alerts.context import load_series
 from alerts.context_repository import Conn
 from anomaly.baseline import Baseline, BaselineConfig
@@ -36,15 +36,11 @@ def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
         pauses[row["citizen_id"]].append((row["start"], row["end"]))
     spans = repo.alert_spans(conn, citizens, since)
     queued = repo.queued_since(conn, citizens)
-    trained = {}
-    for citizen in citizens:
-        history = histories[citizen]
-        excluded = excluded_periods(spans.get(citizen, ()), pauses[citizen])
-        # Nothing still queued is learnt: the anomaly rule would then skip it as already known.
-        trained[citizen] = train_citizen(series_of(plans[citizen]),
-                                         history.series_within(since, now), history.readings,
-                                         history.events, excluded, now, config,
-                                         until=queued.get(citizen))
+    # Nothing still queued is learnt: the anomaly rule would then skip it as already known.
+    trained = {citizen: train_from_history(histories[citizen], plans[citizen],
+                                           spans.get(citizen, ()), pauses[citizen], now, config,
+                                           until=queued.get(citizen))
+               for citizen in citizens}
     repo.save(conn, trained)
     return trained
 
