@@ -3,9 +3,9 @@
 A citizen's baselines change only when they are retrained, and only the leading engine retrains
 (alerts/retraining.py, on its tick): it puts what it trained here in the same step. A new session
 (a new leadership) starts with an empty cache, so what another leader retrained in between is
-read from the database. Bounded: at most `max_citizens`, the least recently used forgotten
-first (a frozen baseline is about 20 KB per series in memory for one or two readings a day
-over 60 days, more for denser series: the bound is in citizens, not bytes)."""
+read from the database. Bounded in citizens and in bytes (Baseline.footprint_bytes: about 18 KB
+a series for two readings a day, up to 150 KB for a dense one), the least recently used
+forgotten first; a batch's own citizens are kept whatever the bound, since it is using them."""
 
 from __future__ import annotations
 
@@ -21,14 +21,25 @@ Baselines = Mapping[str, Baseline]
 _NONE: Baselines = {}
 
 
+def _footprint(baselines: Baselines) -> int:
+    return sum(baseline.footprint_bytes() for baseline in baselines.values())
+
+
 class BaselineCache:
-    def __init__(self, *, max_citizens: int = 20_000) -> None:
-        self._max_citizens = max_citizens
+    def __init__(self, *, max_citizens: int = 20_000, max_bytes: int = 512 * 2**20) -> None:
+        self._max_citizens, self._max_bytes = max_citizens, max_bytes
         self._entries: OrderedDict[UUID, Baselines] = OrderedDict()
+        self._sizes: dict[UUID, int] = {}
+        self.bytes = 0  # what the entries take, by Baseline.footprint_bytes
         self.loads = 0  # citizens loaded from the database (a figure for tests)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _set(self, citizen: UUID, baselines: Baselines) -> None:
+        self.bytes += (size := _footprint(baselines)) - self._sizes.get(citizen, 0)
+        self._entries[citizen], self._sizes[citizen] = baselines, size
+        self._entries.move_to_end(citizen)
 
     def baselines(self, conn: Conn, citizens: Iterable[UUID]) -> dict[UUID, Baselines]:
         wanted = list(dict.fromkeys(citizens))
@@ -36,7 +47,8 @@ class BaselineCache:
         if missing:
             self.loads += len(missing)
             loaded = repo.load(conn, missing)
-            self._entries.update({citizen: loaded.get(citizen, _NONE) for citizen in missing})
+            for citizen in missing:
+                self._set(citizen, loaded.get(citizen, _NONE))
         for citizen in wanted:
             self._entries.move_to_end(citizen)
         self._trim(len(wanted))
@@ -45,10 +57,12 @@ class BaselineCache:
     def put(self, trained: Mapping[UUID, Baselines]) -> None:
         """What this engine has just retrained (and committed with the caller's transaction)."""
         for citizen, baselines in trained.items():
-            self._entries[citizen] = baselines
-            self._entries.move_to_end(citizen)
+            self._set(citizen, baselines)
         self._trim(0)
 
     def _trim(self, keep: int) -> None:
-        while len(self._entries) > max(self._max_citizens, keep):
-            self._entries.popitem(last=False)
+        """Forget the least recently used while over a bound, but the `keep` most recent."""
+        while len(self._entries) > keep and (len(self._entries) > self._max_citizens
+                                             or self.bytes > self._max_bytes):
+            citizen, _ = self._entries.popitem(last=False)
+            self.bytes -= self._sizes.pop(citizen)

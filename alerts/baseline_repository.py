@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from alerts.baselines import AlertSpan
 from alerts.context_repository import Conn
 from anomaly.baseline import Baseline
+from core import locks
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ SELECT p.citizen_id
   FROM (SELECT DISTINCT citizen_id FROM citizen_plans WHERE valid @> %(now)s) p
   LEFT JOIN (SELECT citizen_id, min(trained_at) AS trained_at FROM anomaly_baselines
               GROUP BY citizen_id) b ON b.citizen_id = p.citizen_id
- WHERE b.trained_at IS NULL OR b.trained_at <= %(before)s
+ WHERE (b.trained_at IS NULL OR b.trained_at <= %(before)s)
+   AND p.citizen_id <> ALL(%(skip)s)
  ORDER BY b.trained_at NULLS FIRST, p.citizen_id
  LIMIT %(limit)s"""
 ALERT_SPANS = """
@@ -49,15 +51,20 @@ ON CONFLICT (citizen_id, series) DO UPDATE
 # A series the citizen's plans no longer learn.
 DELETE_OTHERS = """
 DELETE FROM anomaly_baselines WHERE citizen_id = %(citizen_id)s AND series <> ALL(%(series)s)"""
+LOCK_AGAINST_ERASURE = """
+SELECT pg_advisory_xact_lock_shared(%(class)s, hashtext(citizen::text))
+  FROM unnest(%(citizens)s::uuid[]) AS citizen"""
+STILL_PROCESSED = "SELECT id FROM citizens WHERE id = ANY(%(citizens)s) AND discharged_at IS NULL"
 LOAD = """
 SELECT citizen_id, series, trained_at, rows, excluded, first_at, trained_through, learning_until,
        state, parameters
   FROM anomaly_baselines WHERE citizen_id = ANY(%(citizens)s) ORDER BY citizen_id, series"""
 
 
-def due(conn: Conn, now: datetime, before: datetime, limit: int) -> list[UUID]:
+def due(conn: Conn, now: datetime, before: datetime, limit: int,
+        skip: Collection[UUID] = ()) -> list[UUID]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(DUE, {"now": now, "before": before, "limit": limit})
+        cur.execute(DUE, {"now": now, "before": before, "limit": limit, "skip": list(skip)})
         return [row["citizen_id"] for row in cur.fetchall()]
 
 
@@ -91,13 +98,25 @@ def _row(citizen: UUID, baseline: Baseline) -> dict[str, Any]:
                            if baseline.parameters is not None else None)}
 
 
-def save(conn: Conn, trained: Mapping[UUID, Mapping[str, Baseline]]) -> None:
-    """Replace each citizen's baselines with these (a series not among them is deleted)."""
+def save(conn: Conn, trained: Mapping[UUID, Mapping[str, Baseline]]) -> set[UUID]:
+    """Replace each citizen's baselines with these (a series not among them is deleted); the
+    citizens saved. One discharged (or erased) since her history was read is left out: an
+    erasure holds the citizen's erasure lock until it commits, so after waiting for it the
+    check sees it (each statement reads what has committed)."""
+    if not trained:
+        return set()
     with conn.cursor() as cur:
+        cur.execute(LOCK_AGAINST_ERASURE, {"class": locks.CITIZEN_ERASURE_CLASS,
+                                           "citizens": sorted(trained)})
+        cur.execute(STILL_PROCESSED, {"citizens": list(trained)})
+        kept = {row[0] for row in cur.fetchall()}
         for citizen, baselines in trained.items():
+            if citizen not in kept:
+                continue
             cur.execute(DELETE_OTHERS, {"citizen_id": citizen, "series": list(baselines)})
             if baselines:
                 cur.executemany(UPSERT, [_row(citizen, b) for b in baselines.values()])
+    return kept
 
 
 def baseline_from_row(row: Mapping[str, Any]) -> Baseline:

@@ -237,3 +237,33 @@ def care_teams(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, UUID | None]:
 
 def citizens_with_plans(conn: Conn, at: datetime) -> list[UUID]:
     return [row["citizen_id"] for row in _rows(conn, CITIZENS_WITH_PLANS, {"at": at})]
+
+
+# A citizen's items up to `upto` that could not be evaluated, moved out of the queue with the
+# error (migrations/0020); the columns are the queue's, in its order.
+PARK = """
+WITH moved AS (DELETE FROM evaluation_queue WHERE citizen_id = %(citizen)s AND id <= %(upto)s
+               RETURNING *)
+INSERT INTO evaluation_failures SELECT moved.*, %(now)s, %(error)s FROM moved
+RETURNING id, source, device_id, name, measured_at, seq, late, delay_cause"""
+REQUEUE = """
+WITH moved AS (DELETE FROM evaluation_failures
+                WHERE %(citizen)s::uuid IS NULL OR citizen_id = %(citizen)s
+               RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data,
+                         quality, received_at, late, delay_cause, clock_suspect)
+INSERT INTO evaluation_queue (source, citizen_id, device_id, name, measured_at, seq, value, data,
+                              quality, received_at, late, delay_cause, clock_suspect)
+SELECT source, citizen_id, device_id, name, measured_at, seq, value, data, quality, received_at,
+       late, delay_cause, clock_suspect FROM moved ORDER BY id"""
+
+
+def park(conn: Conn, citizen: UUID, upto: int, error: str, now: datetime) -> list[dict[str, Any]]:
+    """Move the citizen's queued items up to id `upto` to evaluation_failures; what moved."""
+    return _rows(conn, PARK, {"citizen": citizen, "upto": upto, "error": error, "now": now})
+
+
+def requeue(conn: Conn, citizen: UUID | None = None) -> int:
+    """Put parked items (of one citizen, or all) back in the queue, in their order; how many."""
+    with conn.cursor() as cur:
+        cur.execute(REQUEUE, {"citizen": citizen})
+        return cur.rowcount

@@ -36,7 +36,7 @@ from alerts.context import group_queue_rows, load_contexts
 from alerts.history_cache import HistoryCache
 from alerts.models import CitizenContext, Finding
 from alerts.priority import urgent_citizens
-from alerts.rules import evaluate_new, evaluate_tick
+from alerts.rules import evaluate_new, evaluate_tick, guard
 from anomaly.baseline import BaselineConfig
 from core import locks
 from core.db import cancel_when_stop_overruns, describe_error, use_utc
@@ -65,12 +65,25 @@ class EngineCounters:
     escalations: int = 0
     released: int = 0
     retrained: int = 0  # citizens whose baselines were retrained
+    parked: int = 0  # queue rows that could not be evaluated (a defect), in evaluation_failures
+    skipped: int = 0  # citizens a tick or a retraining left out on a defect
     retries: int = 0  # sessions ended by an error, retried after a back-off
     leader_sessions: int = 0
 
 
 def _chunks(items: Sequence[UUID], size: int) -> list[Sequence[UUID]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _is_defect(conn: Conn, exc: Exception) -> bool:
+    """Whether `exc` is a defect that retrying the same work would meet again, as opposed to a
+    lost connection, a cancelled statement, a deadlock or a serialization failure."""
+    return not conn.broken and not isinstance(exc, psycopg.OperationalError)
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 class AlertEngine:
@@ -100,6 +113,7 @@ class AlertEngine:
         self._baseline_config = baselines or BaselineConfig()
         self._retrain_every, self._retrain_chunk = retrain_every, retrain_chunk
         self._cache, self._configurations, self._baselines = self._new_caches()
+        self._retrain_skip: set[UUID] = set()  # citizens whose training failed (a defect)
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
         # The last batch left items queued (or none was taken yet): a backlog, for triage.
         self._behind = True
@@ -221,9 +235,8 @@ class AlertEngine:
         """Evaluate one batch of queued items and commit it with its findings; returns how
         many items it took (0: the queue was empty)."""
         now = self._clock()
-        with conn.transaction():
-            rows = repo.take_queue_batch(conn, self._batch_max, self._batch_citizens)
-            self._evaluate_taken(conn, rows, now)
+        rows = self._evaluate_or_isolate(
+            conn, lambda: repo.take_queue_batch(conn, self._batch_max, self._batch_citizens), now)
         citizens = len({row["citizen_id"] for row in rows})
         full = len(rows) >= self._batch_max or citizens >= self._batch_citizens
         # A batch that was not full may still have left items queued: its citizens are chosen
@@ -248,13 +261,64 @@ class AlertEngine:
                 # As many citizens as a batch takes; look again from the next one's item.
                 upto = urgent[self._batch_citizens][1] - 1
                 urgent = urgent[:self._batch_citizens]
-            rows = (repo.take_citizens(conn, [c for c, _ in urgent], upto, self._batch_max)
-                    if urgent else [])
-            self._evaluate_taken(conn, rows, now)
+        rows = self._evaluate_or_isolate(conn, lambda: repo.take_citizens(
+            conn, [c for c, _ in urgent], upto, self._batch_max), now) if urgent else []
         # Only once committed: a rolled-back look is looked at again.
         self._scanned = upto
         self.counters.triaged += len(rows)
         return len(rows)
+
+    def _evaluate_or_isolate(self, conn: Conn, take: Callable[[], list[dict[str, Any]]],
+                             now: datetime) -> list[dict[str, Any]]:
+        """Take queue rows and evaluate them in one transaction. When that fails on a defect
+        (not a lost connection, a cancellation or a deadlock: those end the session and the
+        rows stay queued), each citizen of the batch is evaluated in a transaction of her own,
+        so that only the one whose items cannot be evaluated is parked."""
+        taken: list[dict[str, Any]] = []
+        try:
+            with conn.transaction():
+                taken = take()
+                self._evaluate_taken(conn, taken, now)
+        except Exception as exc:
+            if not taken or not _is_defect(conn, exc):
+                raise
+            self._isolate(conn, taken, now)
+        return taken
+
+    def _isolate(self, conn: Conn, taken: list[dict[str, Any]], now: datetime) -> None:
+        upto = max(row["id"] for row in taken)
+        for citizen in dict.fromkeys(row["citizen_id"] for row in taken):
+            try:
+                with conn.transaction():
+                    rows = repo.take_citizens(conn, [citizen], upto, self._batch_max)
+                    self._evaluate_taken(conn, rows, now)
+            except Exception as exc:
+                if not _is_defect(conn, exc):
+                    raise
+                self._park(conn, citizen, upto, exc, now)
+
+    def _park(self, conn: Conn, citizen: UUID, upto: int, exc: Exception, now: datetime) -> None:
+        """Move the citizen's items out of the queue and tell her care team, in one
+        transaction; if even the alert cannot be stored, the items are parked all the same."""
+        error = f"{type(exc).__name__} at {_where(exc)}"
+        log.error("alert engine could not evaluate citizen %s (%s) at\n%s; her items are "
+                  "parked in evaluation_failures", citizen, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        with conn.transaction():
+            parked = repo.park(conn, citizen, upto, error, now)
+            if not parked:
+                return
+            self.counters.parked += len(parked)
+            try:
+                with conn.transaction():
+                    team = repo.care_teams(conn, [citizen]).get(citizen)
+                    service.record_findings(conn, citizen, team,
+                                            [guard.evaluation_failed(parked, error, now)], now)
+            except Exception as alert_exc:
+                if not _is_defect(conn, alert_exc):
+                    raise
+                log.error("the evaluation_failed alert of citizen %s could not be stored (%s)",
+                          citizen, type(alert_exc).__name__)
 
     def _evaluate_taken(self, conn: Conn, rows: list[dict[str, Any]], now: datetime) -> None:
         """Evaluate queue rows taken in this transaction and record their findings."""
@@ -273,27 +337,77 @@ class AlertEngine:
     def tick_once(self, conn: Conn, stop: threading.Event | None = None) -> None:
         """The time-driven rules for every citizen with a plan, in chunks (draining the queue
         between chunks: a new reading waits for one chunk, not for the whole tick), then escalation
-        and the release of alerts held by a pause that has ended."""
+        and the release of alerts held by a pause that has ended. A defect in one step or for
+        one citizen is logged and skipped; the other steps and citizens go on."""
         now = self._clock()
         citizens = repo.citizens_with_plans(conn, now)
         for chunk in _chunks(citizens, self._tick_chunk):
-            with conn.transaction():
-                contexts = load_contexts(conn, chunk, now, cache=self._cache,
-                                         configurations=self._configurations)
-                self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
+            self._tick_or_isolate(conn, chunk, now)
             if stop is not None:
                 self._drain(conn, stop)
+        self._step(conn, "escalation", lambda: self._escalate(conn, now))
+        self._step(conn, "retraining", lambda: self.retrain_once(conn, now))
+        self.counters.ticks += 1
+
+    def _escalate(self, conn: Conn, now: datetime) -> None:
         with conn.transaction():
             self.counters.escalations += service.escalate_due(conn, now)
             self.counters.released += service.release_held(conn, None, now)
-        self.retrain_once(conn, now)
-        self.counters.ticks += 1
+
+    def _tick_citizens(self, conn: Conn, citizens: Sequence[UUID], now: datetime) -> None:
+        with conn.transaction():
+            contexts = load_contexts(conn, citizens, now, cache=self._cache,
+                                     configurations=self._configurations)
+            self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
+
+    def _tick_or_isolate(self, conn: Conn, chunk: Sequence[UUID], now: datetime) -> None:
+        try:
+            self._tick_citizens(conn, chunk, now)
+            return
+        except Exception as exc:
+            if not _is_defect(conn, exc):
+                raise
+        for citizen in chunk:
+            try:
+                self._tick_citizens(conn, [citizen], now)
+            except Exception as exc:
+                if not _is_defect(conn, exc):
+                    raise
+                self._tick_failed(conn, citizen, exc, now)
+
+    def _tick_failed(self, conn: Conn, citizen: UUID, exc: Exception, now: datetime) -> None:
+        """Tell the citizen's care team that her time-driven rules could not run."""
+        self.counters.skipped += 1
+        error = f"{type(exc).__name__} at {_where(exc)}"
+        log.error("the tick could not evaluate citizen %s (%s)", citizen, error)
+
+        def alert() -> None:
+            with conn.transaction():
+                team = repo.care_teams(conn, [citizen]).get(citizen)
+                service.record_findings(conn, citizen, team, [guard.tick_failed(error, now)],
+                                        now)
+        self._step(conn, "the evaluation_failed alert", alert)
+
+    def _step(self, conn: Conn, name: str, run: Callable[[], object]) -> None:
+        """Run one step of the tick; a defect in it is logged, not fatal to the others."""
+        try:
+            run()
+        except Exception as exc:
+            if not _is_defect(conn, exc):
+                raise
+            log.error("alert engine: %s failed (%s) at\n%s", name, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
 
     def retrain_once(self, conn: Conn, now: datetime) -> int:
-        """Retrain one chunk of the citizens whose baselines are due; how many."""
+        """Retrain one chunk of the citizens whose baselines are due; how many. A citizen whose
+        training fails (a defect) keeps what she had and is left out until the engine restarts,
+        so that she is not first in every chunk."""
         with conn.transaction():
-            trained = retraining.retrain_due(conn, now, self._baseline_config,
-                                             self._retrain_every, self._retrain_chunk)
+            trained, failed = retraining.retrain_due(
+                conn, now, self._baseline_config, self._retrain_every, self._retrain_chunk,
+                skip=self._retrain_skip)
+        self._retrain_skip.update(failed)
+        self.counters.skipped += len(failed)
         if self._baselines is not None:
             self._baselines.put(trained)
         self.counters.retrained += len(trained)

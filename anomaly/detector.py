@@ -285,6 +285,10 @@ class Detector:
     def rows(self) -> int:
         return self._rows
 
+    def fitted_distances(self) -> int:
+        """How many distances the features hold (what a frozen detector's memory grows with)."""
+        return sum(len(feature.distances) for feature in self._all_features())
+
     def _all_features(self) -> tuple[_Feature, ...]:
         return (*self._features, *self._volatility, self._rhythm)
 

@@ -35,7 +35,8 @@ AUDIT_RULE = ("log of look-ups: kept so the citizen can see who looked (GDPR art
               "no fixed period since the GDPR (art. 5(1)(e)); 5 years, the longest the former "
               "sikkerhedsbekendtgørelse § 19 allowed an authority with a special need")
 PROXY_RULE = "the proxy is the ground of a relative's look-ups: kept as long as the audit log"
-DERIVED_RULE = "derived (what-if replays, personal baselines): recomputable from the data kept; always erased"
+DERIVED_RULE = ("derived or copied (what-if replays, personal baselines, items the alert engine "
+                "could not evaluate): recomputable from the data kept; always erased")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("replay_findings", "replay_findings", sql.SQL("%(now)s"), None, DERIVED_RULE),
     Kind("replay_alerts", "replay_alerts", sql.SQL("%(now)s"), None, DERIVED_RULE),
     Kind("anomaly_baselines", "anomaly_baselines", sql.SQL("%(now)s"), None, DERIVED_RULE),
+    Kind("evaluation_failures", "evaluation_failures", sql.SQL("%(now)s"), None, DERIVED_RULE),
     Kind("screen_messages", "screen_messages", sql.SQL(
         "CASE WHEN t.alert_id IS NULL THEN greatest(t.created_at, %(anchor)s) + %(alerts)s"
         " ELSE (SELECT {} FROM alerts a WHERE a.id = t.alert_id) END").format(_alert_may_go("a")),

@@ -58,8 +58,10 @@ PRIVILEGES: dict[str, tuple[str, str, str]] = {
     "device_events": ("rw", "ra", "r"),
     "dead_letters": ("r", "raw", "r"),  # a repeated payload counts up
     "dead_letter_items": ("r", "ra", ""),
-    # (the engine claims rows FOR UPDATE, which takes UPDATE)
-    "evaluation_queue": ("a", "a", "rwd"),
+    # (the engine claims rows FOR UPDATE, which takes UPDATE; `alerts requeue` adds)
+    "evaluation_queue": ("a", "a", "rawd"),
+    # items the engine could not evaluate (a defect), parked with their error; requeued later
+    "evaluation_failures": ("r", "", "rad"),
     # care: set by nurses over the API, read by the rules
     "citizen_plans": ("raw", "", "r"),  # a plan ends; it is not deleted
     "thresholds": ("ra", "", "r"),

@@ -48,7 +48,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -152,6 +152,11 @@ class Access:
     roles: dict[str, frozenset[Acl]]
     clients: dict[str, frozenset[str]]
     default: dict[str, bool]
+    # The client id an account must connect with (devices: their own id), so that a stolen
+    # device's secret cannot take over another device's session: the broker would disconnect
+    # that device for the newcomer, as MQTT requires of a client id in use. Services connect
+    # under ids of their own choosing (one per worker) and are not bound.
+    client_ids: dict[str, str] = field(default_factory=dict)
 
 
 def device_role(device_id: str) -> str:
@@ -193,7 +198,8 @@ def desired_access(device_ids: Iterable[str], services: Iterable[str], *, root: 
         _check_device_id(device_id, set(names))
         roles[device_role(device_id)] = device_acls(device_id, root)
         clients[device_id] = frozenset([device_role(device_id)])
-    return Access(roles, clients, dict(DEFAULT_ACCESS))
+    return Access(roles, clients, dict(DEFAULT_ACCESS),
+                  client_ids={device_id: device_id for device_id in clients if device_id not in names})
 
 
 def render_access(access: Access) -> str:
@@ -201,7 +207,8 @@ def render_access(access: Access) -> str:
     for the same registry."""
     document = {
         "defaultACLAccess": access.default,
-        "clients": [{"username": username, "roles": [{"rolename": r} for r in sorted(roles)]}
+        "clients": [{"username": username, **_client_id(access, username),
+                     "roles": [{"rolename": r} for r in sorted(roles)]}
                     for username, roles in sorted(access.clients.items())],
         "groups": [],
         "roles": [{"rolename": name, "acls": [_acl_json(acl) for acl in sorted(acls)]}
@@ -219,7 +226,14 @@ def parse_access(clients: Sequence[Mapping[str, Any]], roles: Sequence[Mapping[s
                for role in roles},
         clients={client["username"]: frozenset(r["rolename"] for r in client.get("roles", []))
                  for client in clients},
-        default=dict(default))
+        default=dict(default),
+        client_ids={client["username"]: client["clientid"] for client in clients
+                    if client.get("clientid")})
+
+
+def _client_id(access: Access, username: str) -> dict[str, str]:
+    bound = access.client_ids.get(username)
+    return {"clientid": bound} if bound is not None else {}
 
 
 def read_access(path: Path) -> Access | None:
@@ -255,8 +269,12 @@ def plan(desired: Access, actual: Access) -> list[dict[str, Any]]:
         had = actual.clients.get(username)
         if had is None:
             commands.append({"command": "createClient", "username": username,
+                             **_client_id(desired, username),
                              "roles": [{"rolename": r} for r in sorted(roles)]})
             continue
+        if desired.client_ids.get(username) != actual.client_ids.get(username):
+            commands.append({"command": "setClientId", "username": username,
+                             **_client_id(desired, username)})
         commands += [{"command": "addClientRole", "username": username, "rolename": r}
                      for r in sorted(roles - had)]
         commands += [{"command": "removeClientRole", "username": username, "rolename": r}

@@ -80,6 +80,17 @@ def cmd_alerts_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from alerts.context_repository import requeue
+
+    with psycopg.connect(settings.for_process("alerts").database_dsn(), autocommit=True) as conn:
+        moved = requeue(conn, args.citizen)
+    print(f"requeued {moved} item(s) for evaluation")
+    return 0
+
+
 def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     from telecare.maintenance import maintain_forever, maintain_once
 
@@ -417,6 +428,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="time-driven rules every this many measured-time seconds")
     replay.add_argument("--requested-by", default="cli")
     replay.set_defaults(run=cmd_alerts_replay)
+    requeue = alerts_sub.add_parser(
+        "requeue", help="put the items the engine could not evaluate (evaluation_failures) back "
+                        "in its queue, once the defect is fixed")
+    requeue.add_argument("--citizen", type=UUID, default=None, help="only this citizen's")
+    requeue.set_defaults(run=cmd_alerts_requeue)
 
     users = sub.add_parser("users", help="people and integrations who sign in to the API")
     users.set_defaults(run=cmd_users, users_command="list")

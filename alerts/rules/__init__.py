@@ -9,7 +9,9 @@ same context and time give the same findings with the same occurrences."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from alerts.models import CitizenContext, Finding
 from alerts.plans import (
@@ -22,7 +24,17 @@ from alerts.plans import (
     default_thresholds,
     monitoring,
 )
-from alerts.rules import anomaly, events, inactivity, news2, schedule, silence, threshold, trend
+from alerts.rules import (
+    anomaly,
+    events,
+    guard,
+    inactivity,
+    news2,
+    schedule,
+    silence,
+    threshold,
+    trend,
+)
 from alerts.rules.common import LOOKBACK
 from alerts.rules.silence import DEAD_LETTER_WINDOW, HEARTBEAT
 
@@ -40,34 +52,45 @@ def _monitoring(ctx: CitizenContext) -> Monitoring:
 
 
 def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
-    """Findings about ctx.new_readings and ctx.new_events (ctx.readings/events as history)."""
+    """Findings about ctx.new_readings and ctx.new_events (ctx.readings/events as history),
+    each rule under the guard (alerts/rules/guard.py)."""
     watched = _monitoring(ctx)
     # The plans' defaults under the citizen's own versions: a metric without a row is version 0.
     thresholds = {**default_thresholds(ctx.plans), **ctx.thresholds}
-    findings = threshold.evaluate(ctx, thresholds, now)
+    rules: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("threshold", lambda: threshold.evaluate(ctx, thresholds, now))]
     if WEIGHT_GAIN in watched.rules and watched.weight_gain is not None:
-        findings += trend.weight_gain(ctx, watched.weight_gain, now)
-    for rule in watched.rates:
-        findings += trend.rate_of_change(ctx, rule, now)
+        weight_gain = watched.weight_gain
+        rules.append(("weight_gain", lambda: trend.weight_gain(ctx, weight_gain, now)))
+    if watched.rates:
+        rules.append(("rate", lambda: [f for rule in watched.rates
+                                       for f in trend.rate_of_change(ctx, rule, now)]))
     if NEWS2 in watched.rules and watched.news2_scale is not None:
-        findings += news2.evaluate(ctx, watched.news2_scale, now)
-    findings += events.evaluate(ctx, now)
-    findings += anomaly.evaluate_new(ctx, now)
-    return findings
+        scale = watched.news2_scale
+        rules.append(("news2", lambda: news2.evaluate(ctx, scale, now)))
+    rules += [("events", lambda: events.evaluate(ctx, now)),
+              ("anomaly", lambda: anomaly.evaluate_new(ctx, now))]
+    return [f for name, rule in rules for f in guard.run(ctx, now, name, rule, tick=False)]
 
 
 def evaluate_tick(ctx: CitizenContext, now: datetime) -> list[Finding]:
-    """Time-driven findings (and clears of condition rules) for one citizen at `now`."""
+    """Time-driven findings (and clears of condition rules) for one citizen at `now`, each
+    rule under the guard."""
     watched = _monitoring(ctx)
-    findings: list[Finding] = []
-    windows = schedule.decided(ctx, watched, now)
+    windows: dict[str, list[schedule.Slot]] | None
+    try:
+        windows = schedule.decided(ctx, watched, now)
+    except Exception:  # noqa: BLE001 - the rules that need the windows compute them again
+        windows = None  # and fail under the guard
+    rules: list[tuple[str, Callable[[], list[Finding]]]] = []
     if MISSED in watched.rules:
-        findings += schedule.missed(ctx, watched, now, windows)
-    rules = ["device_offline", "battery_low", "invalid_payloads"]
+        rules.append(("missed", lambda: schedule.missed(ctx, watched, now, windows)))
+    silent = ["device_offline", "battery_low", "invalid_payloads"]
     if NOT_MEASURING in watched.rules:
-        rules.append("not_measuring")
-    findings += silence.evaluate(ctx, watched, now, rules, windows)
+        silent.append("not_measuring")
+    rules += [(kind, partial(silence.evaluate, ctx, watched, now, [kind], windows))
+              for kind in silent]
     if INACTIVITY in watched.rules:
-        findings += inactivity.evaluate(ctx, watched, now)
-    findings += anomaly.late_morning(ctx, now)
-    return findings
+        rules.append(("inactivity", lambda: inactivity.evaluate(ctx, watched, now)))
+    rules.append(("first_motion", lambda: anomaly.late_morning(ctx, now)))
+    return [f for name, rule in rules for f in guard.run(ctx, now, name, rule, tick=True)]

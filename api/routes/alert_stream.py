@@ -202,7 +202,12 @@ class StreamView:
 
     def admit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The events the caller may see, in order, each citizen's first one recorded in the
-        audit log before it is returned; StreamEnded when the caller may no longer follow."""
+        audit log before it is returned; StreamEnded when the caller may no longer follow
+        (her token has expired: the stream lasts no longer than the token that opened it, so a
+        reconnection must show a valid one)."""
+        expires = self.caller.token_expires_at
+        if expires is not None and self.clock() >= expires:
+            raise StreamEnded("token_expired")
         if self.monotonic() - self.read_at >= self.refresh_s:
             self._check_user()
             self.windows.clear()

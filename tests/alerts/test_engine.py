@@ -18,7 +18,6 @@ import alerts.engine as engine_module
 from alerts import context_repository
 from alerts.context import load_contexts
 from alerts.engine import AlertEngine
-from alerts.models import CitizenContext
 from core.clock import system_clock
 from tests.alerts.engine_support import (
     FakeClock,
@@ -239,27 +238,6 @@ def test_contexts_load_in_seven_queries_whatever_the_number_of_citizens(
     assert all(len(c.readings) == 3 and c.plans == ("hypertension",) and c.devices
                for c in contexts.values())
     assert all("systolic_bp" in c.thresholds for c in contexts.values())
-
-
-def test_a_rule_defect_rolls_back_and_keeps_the_items_queued(
-        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
-    device, citizen = enrolled(dbconn)
-    store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
-
-    def broken(_ctx: CitizenContext, _now: datetime) -> list[Any]:
-        raise ZeroDivisionError("a defect in a rule")
-
-    engine = AlertEngine(db, clock)
-    with psycopg.connect(db, autocommit=True) as work:
-        monkeypatch.setattr(engine_module, "evaluate_new", broken)
-        with pytest.raises(ZeroDivisionError):
-            engine.drain_once(work)
-        assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 3
-        assert _alerts(dbconn) == []
-        monkeypatch.undo()
-        assert engine.drain_once(work) == 3
-    assert [r[1:] for r in _alerts(dbconn)] == [("threshold:systolic_bp", "red", 1)]
 
 
 def test_a_stored_reading_raises_its_alert_well_within_100_ms(db: str, dbconn: Conn) -> None:

@@ -3,6 +3,7 @@ a current finding; the same context evaluated twice gives identical findings."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from alerts.models import STALE_AFTER, Bands, is_current
 from alerts.plans import PLANS
 from alerts.rules import evaluate_new, evaluate_tick
 from alerts.rules.threshold import classify
+from devices.catalogue import METRICS
 from tests.alerts.test_rules_common import NOW, context, device, event, reading
 
 PLAN_SETS = st.lists(st.sampled_from(sorted(PLANS)), min_size=0, max_size=5, unique=True).map(tuple)
@@ -138,3 +140,40 @@ def test_only_the_emergency_button_escapes_a_pause(case: tuple) -> None:
             assert not finding.held
         else:
             assert finding.held == ctx.paused_at(finding.measured_at)
+
+
+STRICT_FLOATS = st.floats(allow_nan=False, allow_infinity=False)  # what strict parsing admits
+
+
+@st.composite
+def any_readings(draw: st.DrawFn) -> tuple[tuple, tuple]:
+    """Any finite values of any metric, plausible or not, over the last days, and new ones."""
+    metrics = sorted(METRICS)
+
+    def some(count: int, days: int, device_prefix: str) -> tuple:
+        out = []
+        for seq in range(count):
+            metric = draw(st.sampled_from(metrics))
+            value = draw(STRICT_FLOATS)
+            spec = METRICS[metric]
+            quality = "valid" if spec.possible_min <= value <= spec.possible_max else "implausible"
+            at = NOW - timedelta(minutes=draw(st.integers(0, days * 1440)))
+            out.append(reading(metric, value, at, device=f"{device_prefix}-{metric}", seq=seq,
+                               quality=quality))
+        return tuple(out)
+
+    return some(draw(st.integers(0, 12)), 4, "h"), some(draw(st.integers(1, 4)), 0, "n")
+
+
+@given(PLAN_SETS, any_readings())
+@settings(max_examples=200, deadline=None)
+def test_no_finite_value_makes_a_rule_fail_or_a_finding_unstorable(
+        plans: tuple[str, ...], readings: tuple[tuple, tuple]) -> None:
+    # A rule that raised would show as rule_failed; a finding PostgreSQL's jsonb would refuse
+    # (NaN, infinity) would fail the batch that stores it.
+    history, new = readings
+    ctx = context(plans, readings=history, new=new)
+    findings = evaluate_new(ctx, NOW) + evaluate_tick(ctx, NOW)
+    assert not [f.rule for f in findings if f.rule.startswith("rule_failed:")]
+    for finding in findings:
+        json.dumps(finding.explanation, allow_nan=False, default=str)

@@ -173,3 +173,26 @@ def test_a_relatives_view_of_a_stream_is_clipped_to_the_proxy(database: str, con
     rows = conn.execute("SELECT citizen_id, action, what FROM audit_log WHERE request_id = %s",
                         (caller.request_id,)).fetchall()
     assert rows == [(granted, "search", "alert_stream")]
+
+
+def test_a_stream_ends_when_the_token_that_opened_it_expires(database: str, conn: Conn) -> None:
+    team = data.care_team(conn)
+    nurse = _team_nurse(conn, team)
+    alert = data.open_alert(conn, data.team_citizen(conn, team), team, NOW)
+    events = [_event(row) for row in repo.events_by_id(
+        conn, [data.history(conn, alert, team, NOW)])]
+    now = [NOW]
+    caller = Caller(subject=str(nurse.id), role="nurse", username=nurse.username,
+                    token_expires_at=NOW + timedelta(hours=1), token_generation=0,
+                    request_id=uuid4(), route="GET test-stream", purpose="care")
+    pool = open_pool(process_dsn(database, "api"), max_size=2)
+    try:
+        view = StreamView(pool, caller, lambda: now[0])
+        assert view.admit(events) == events
+        now[0] = NOW + timedelta(minutes=59, seconds=59)
+        assert view.admit([]) == []  # a heartbeat within the token's life
+        now[0] = NOW + timedelta(hours=1)
+        with pytest.raises(alert_stream.StreamEnded, match="token_expired"):
+            view.admit([])
+    finally:
+        pool.close()

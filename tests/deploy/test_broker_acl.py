@@ -328,7 +328,7 @@ def test_publishing_under_another_devices_id_is_refused_and_nothing_is_stored(
         for name, payload in attempts:
             # Over TLS, 2.0.11 answers PUBACK 0x87 and then drops the connection ("Bad socket
             # read/write"): one connection per attempt.
-            forger = clients(broker, a, secret_a, client_id=f"{a}-{uuid.uuid4().hex[:6]}")
+            forger = clients(broker, a, secret_a)
             assert forger.publish(name, payload) == NOT_AUTHORIZED, name
         # B's own reading is stored after whatever the broker had taken from A: nothing of A's.
         owner = clients(broker, b, secret_b)
@@ -338,6 +338,19 @@ def test_publishing_under_another_devices_id_is_refused_and_nothing_is_stored(
         assert readings_of(conn, b) == 3
         assert count(conn, "SELECT count(*) FROM dead_letters WHERE topic LIKE %s",
                      f"{ROOT}/v1/{b}/%") == 0
+
+
+def test_a_device_cannot_take_over_another_devices_client_id(
+        conn: psycopg.Connection[Any], broker: Broker, clients: Callable[..., Device]) -> None:
+    (a, secret_a), (b, secret_b) = with_credentials(conn, 2)
+    broker.apply()
+    victim = clients(broker, a, secret_a)
+    assert victim.subscribe(topic(a, "commands")) == GRANTED_QOS_1
+    # b's own secret under a's client id: refused, so the broker does not hand a's session over.
+    assert clients(broker, b, secret_b, client_id=a).connack_code() == NOT_AUTHORIZED
+    assert clients(broker, b, secret_b, client_id=f"{b}-other").connack_code() == NOT_AUTHORIZED
+    assert not victim.disconnected.wait(0.5) and not broker.kicked(a)
+    assert clients(broker, b, secret_b).connack_code() == SUCCESS
 
 
 def test_subscribing_to_everything_or_to_another_devices_commands_is_refused(
@@ -365,7 +378,7 @@ def test_subscribing_to_everything_or_to_another_devices_commands_is_refused(
     assert [(m.topic, m.payload) for m in received] == [(topic(a, "commands"), b'{"for": "A"}')]
     assert not spy.disconnected.is_set()
     # B gets its own command (the broker is not simply shut).
-    other_commands = clients(broker, b, secret_b, client_id=f"{b}-2")
+    other_commands = clients(broker, b, secret_b)
     assert other_commands.subscribe(topic(b, "commands")) == GRANTED_QOS_1
     assert worker.publish(topic(b, "commands"), b'{"again": "B"}') == SUCCESS
     assert [m.payload for m in other_commands.received(bool, "B's command")] == [b'{"again": "B"}']
@@ -444,8 +457,8 @@ def test_rotation_refuses_the_old_secret_and_admits_the_new_one(
     broker.configure("--pid-file", str(broker.out / "mosquitto.pid"))
     wait_for(lambda: broker.reloads() == reloads + 1, what="the broker's reload")
     assert connected_with_old.disconnected.wait(WAIT_S), "the old secret stayed connected"
-    assert clients(broker, a, old, client_id=f"{a}-old").connack_code() == NOT_AUTHORIZED
-    fresh = clients(broker, a, rotated.secret, client_id=f"{a}-new")
+    assert clients(broker, a, old).connack_code() == NOT_AUTHORIZED
+    fresh = clients(broker, a, rotated.secret)
     assert fresh.subscribe(topic(a, "commands")) == GRANTED_QOS_1
     # Rotation changes the password file only: the device's client and role stay.
     assert not broker.kicked(a)
@@ -526,8 +539,13 @@ def test_the_generated_files_name_each_device_explicitly_and_nothing_else(
     assert document["defaultACLAccess"] == {"publishClientSend": False,
                                             "publishClientReceive": False, "subscribe": False,
                                             "unsubscribe": True}
-    # No passwords in the plugin: it leaves every login to the password file.
-    assert not [c for c in document["clients"] if set(c) != {"username", "roles"}]
+    # No passwords in the plugin: it leaves every login to the password file. A device's
+    # client is bound to its own client id; a service's is not (each worker has its own).
+    services = {"ingest", "alerts", "broker-admin"}
+    assert not [c for c in document["clients"] if c["username"] not in services
+                and (set(c) != {"username", "clientid", "roles"} or c["clientid"] != c["username"])]
+    assert not [c for c in document["clients"] if c["username"] in services
+                and set(c) != {"username", "roles"}]
     clients = {c["username"]: [r["rolename"] for r in c["roles"]] for c in document["clients"]}
     roles = {r["rolename"]: {(acl["acltype"], acl["topic"], acl["allow"]) for acl in r["acls"]}
              for r in document["roles"]}
@@ -576,6 +594,13 @@ def test_the_broker_is_sent_only_what_differs_from_the_registry() -> None:
     assert names.index(("createRole", "device:dev-a")) < names.index(("createClient", "dev-a"))
     assert names[-2:] == [("deleteClient", "dev-gone"), ("deleteRole", "device:dev-gone")]
     assert ("deleteClient", "dev-b") not in names
+    created = next(c for c in commands if c["command"] == "createClient")
+    assert created["clientid"] == "dev-a"
+    # A broker whose clients carry no client id yet (configured before the binding) gets it.
+    unbound = broker_config.Access(desired.roles, desired.clients, desired.default)
+    assert broker_config.plan(desired, unbound) == [
+        {"command": "setClientId", "username": name, "clientid": name}
+        for name in ("dev-a", "dev-b")]
 
 
 def test_no_device_can_take_a_service_accounts_name_or_a_wildcard_in_the_files() -> None:
