@@ -37,7 +37,7 @@ from alerts.history_cache import HistoryCache
 from alerts.models import CitizenContext, Finding
 from alerts.priority import urgent_citizens
 from alerts.rules import evaluate_new, evaluate_tick, guard
-from anomaly.baseline import BaselineConfig
+from anomaly.baseline import Baseline, BaselineConfig
 from core import locks
 from core.db import cancel_when_stop_overruns, describe_error, use_utc
 
@@ -114,6 +114,7 @@ class AlertEngine:
         self._retrain_every, self._retrain_chunk = retrain_every, retrain_chunk
         self._cache, self._configurations, self._baselines = self._new_caches()
         self._retrain_skip: set[UUID] = set()  # citizens whose training failed (a defect)
+        self._tick_failures: set[tuple[UUID, str]] = set()  # logged already
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
         # The last batch left items queued (or none was taken yet): a backlog, for triage.
         self._behind = True
@@ -379,7 +380,10 @@ class AlertEngine:
         """Tell the citizen's care team that her time-driven rules could not run."""
         self.counters.skipped += 1
         error = f"{type(exc).__name__} at {_where(exc)}"
-        log.error("the tick could not evaluate citizen %s (%s)", citizen, error)
+        if (citizen, error) not in self._tick_failures:  # once per process, not every tick
+            self._tick_failures.add((citizen, error))
+            log.error("the tick could not evaluate citizen %s (%s) at\n%s", citizen, error,
+                      "".join(traceback.format_tb(exc.__traceback__)))
 
         def alert() -> None:
             with conn.transaction():
@@ -400,18 +404,35 @@ class AlertEngine:
 
     def retrain_once(self, conn: Conn, now: datetime) -> int:
         """Retrain one chunk of the citizens whose baselines are due; how many. A citizen whose
-        training fails (a defect) keeps what she had and is left out until the engine restarts,
-        so that she is not first in every chunk."""
+        training or saving fails (a defect) keeps what she had and is left out until the
+        engine restarts, so that she is not first in every chunk."""
         with conn.transaction():
-            trained, failed = retraining.retrain_due(
-                conn, now, self._baseline_config, self._retrain_every, self._retrain_chunk,
-                skip=self._retrain_skip)
+            due = retraining.due(conn, now, self._retrain_every, self._retrain_chunk,
+                                 skip=self._retrain_skip)
+        try:
+            trained = self._retrain(conn, due, now)
+        except Exception as exc:
+            if not _is_defect(conn, exc):
+                raise
+            trained = {}
+            for citizen in due:  # the chunk's saving failed: one at a time
+                try:
+                    trained.update(self._retrain(conn, [citizen], now))
+                except Exception as citizen_exc:
+                    if not _is_defect(conn, citizen_exc):
+                        raise
+        failed = [citizen for citizen in due if citizen not in trained]
         self._retrain_skip.update(failed)
         self.counters.skipped += len(failed)
         if self._baselines is not None:
             self._baselines.put(trained)
         self.counters.retrained += len(trained)
         return len(trained)
+
+    def _retrain(self, conn: Conn, citizens: Sequence[UUID], now: datetime
+                 ) -> dict[UUID, dict[str, Baseline]]:
+        with conn.transaction():
+            return retraining.retrain(conn, citizens, now, self._baseline_config)
 
     @staticmethod
     def _record(conn: Conn, contexts: dict[UUID, CitizenContext], evaluate: Evaluate,

@@ -57,11 +57,8 @@ def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
     return {citizen: baselines for citizen, baselines in trained.items() if citizen in kept}
 
 
-def retrain_due(conn: Conn, now: datetime, config: BaselineConfig,
-                every: timedelta = DEFAULT_EVERY, chunk: int = DEFAULT_CHUNK,
-                skip: Collection[UUID] = ()) -> tuple[dict[UUID, dict[str, Baseline]], list[UUID]]:
-    """Retrain one chunk of the citizens due, but those in `skip` (in the caller's
-    transaction): what was trained, and the citizens whose training failed."""
-    due = repo.due(conn, now, now - every, chunk, skip)
-    trained = retrain(conn, due, now, config)
-    return trained, [citizen for citizen in due if citizen not in trained]
+def due(conn: Conn, now: datetime, every: timedelta = DEFAULT_EVERY, chunk: int = DEFAULT_CHUNK,
+        skip: Collection[UUID] = ()) -> list[UUID]:
+    """Up to `chunk` citizens whose baselines are missing or older than `every`, oldest first,
+    but those in `skip`."""
+    return repo.due(conn, now, now - every, chunk, skip)

@@ -19,7 +19,7 @@ import pytest
 
 import alerts.engine as engine_module
 import alerts.retraining as retraining_module
-from alerts import context_repository, service
+from alerts import baseline_repository, context_repository, service
 from alerts.engine import AlertEngine
 from alerts.models import CitizenContext, Finding, Severity
 from alerts.rules import anomaly, guard
@@ -223,3 +223,30 @@ def test_a_retraining_that_overlaps_an_erasure_stores_nothing_of_hers(
     assert done == [0]
     assert scalar(dbconn, "SELECT count(*) FROM anomaly_baselines WHERE citizen_id = %s",
                   citizen) == 0
+
+
+def test_a_baseline_that_cannot_be_stored_leaves_out_only_its_citizen(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    citizens = []
+    for _ in range(3):
+        device, citizen = enrolled(dbconn)
+        history(dbconn, device, citizen, 20, clock.now)
+        citizens.append(citizen)
+    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    bad = citizens[1]
+    real = baseline_repository.save
+
+    def broken(conn: Conn, trained: Any) -> set[UUID]:
+        if bad in trained:
+            raise psycopg.errors.DataError("invalid input syntax for type json")
+        return real(conn, trained)
+
+    monkeypatch.setattr(baseline_repository, "save", broken)
+    engine = AlertEngine(process_dsn(db, "alerts"), clock)
+    with engine_conn(db) as work:
+        assert engine.retrain_once(work, clock.now) == 2
+        assert engine.retrain_once(work, clock.now) == 0  # not tried again first
+    assert engine.counters.skipped == 1
+    stored = {row[0] for row in dbconn.execute("SELECT citizen_id FROM anomaly_baselines")}
+    assert stored == set(citizens) - {bad}
