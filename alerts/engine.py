@@ -53,6 +53,12 @@ TRIAGE_SCAN_MAX = 5_000
 # Longest a drain runs before the loop looks at the tick: under a load that never lets the
 # queue empty, the time-driven rules and escalation must still run.
 DRAIN_BUDGET_S = 1.0
+# Citizens the tick's rules evaluate per transaction, and citizens retrained per transaction:
+# the queue is drained between them, so a new reading (a button press) waits for one step of
+# the tick, never for the whole of it. evaluate_tick costs about 0.7 ms a citizen and training
+# her baselines about 16 ms (docs/alerts.md, README): some 20 and 80 ms a step.
+TICK_STEP = 25
+RETRAIN_STEP = 5
 
 
 @dataclass
@@ -90,7 +96,7 @@ class AlertEngine:
     """Evaluate queued items and run the tick while leading; stand by while another leads."""
 
     def __init__(self, dsn: str, clock: Callable[[], datetime], tick_s: float = 10.0, *,
-                 batch_max: int = 5_000, batch_citizens: int = 100, tick_chunk: int = 100,
+                 batch_max: int = 5_000, batch_citizens: int = 100, tick_chunk: int = TICK_STEP,
                  standby_retry_s: float = 1.0,
                  stop_timeout_s: float = 10.0, cache: bool = True,
                  baselines: BaselineConfig | None = None,
@@ -347,7 +353,7 @@ class AlertEngine:
             if stop is not None:
                 self._drain(conn, stop)
         self._step(conn, "escalation", lambda: self._escalate(conn, now))
-        self._step(conn, "retraining", lambda: self.retrain_once(conn, now))
+        self._step(conn, "retraining", lambda: self.retrain_once(conn, now, stop))
         self.counters.ticks += 1
 
     def _escalate(self, conn: Conn, now: datetime) -> None:
@@ -402,20 +408,31 @@ class AlertEngine:
             log.error("alert engine: %s failed (%s) at\n%s", name, type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__)))
 
-    def retrain_once(self, conn: Conn, now: datetime) -> int:
-        """Retrain one chunk of the citizens whose baselines are due; how many. A citizen whose
-        training or saving fails (a defect) keeps what she had and is left out until the
+    def retrain_once(self, conn: Conn, now: datetime, stop: threading.Event | None = None) -> int:
+        """Retrain one chunk of the citizens whose baselines are due, RETRAIN_STEP citizens a
+        transaction (draining the queue between steps when given `stop`); how many. A citizen
+        whose training or saving fails (a defect) keeps what she had and is left out until the
         engine restarts, so that she is not first in every chunk."""
         with conn.transaction():
             due = retraining.due(conn, now, self._retrain_every, self._retrain_chunk,
                                  skip=self._retrain_skip)
+        retrained = 0
+        for step in _chunks(due, RETRAIN_STEP):
+            retrained += self._retrain_step(conn, step, now)
+            if stop is not None:
+                if stop.is_set():
+                    break
+                self._drain(conn, stop)
+        return retrained
+
+    def _retrain_step(self, conn: Conn, due: Sequence[UUID], now: datetime) -> int:
         try:
             trained = self._retrain(conn, due, now)
         except Exception as exc:
             if not _is_defect(conn, exc):
                 raise
             trained = {}
-            for citizen in due:  # the chunk's saving failed: one at a time
+            for citizen in due:  # the step's saving failed: one at a time
                 try:
                     trained.update(self._retrain(conn, [citizen], now))
                 except Exception as citizen_exc:

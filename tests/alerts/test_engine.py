@@ -393,3 +393,24 @@ def test_a_database_restart_costs_a_retry_and_the_engine_resumes(own_postgres: A
         assert engine.counters.retries >= 1 and engine.counters.leader_sessions >= 2
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert scalar(conn, "SELECT count(*) FROM evaluation_queue") == 0
+
+
+def test_a_press_during_retraining_is_evaluated_between_its_steps(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    enrolments = [enrolled(dbconn) for _ in range(2 * engine_module.RETRAIN_STEP)]
+    engine = AlertEngine(db, clock)
+    seen_between: list[list[tuple[Any, ...]]] = []
+    real = engine._retrain
+    device, citizen = enrolments[0]
+
+    def retrain(conn: Conn, citizens: Any, now: datetime) -> Any:
+        if not seen_between:  # the first step: a press arrives meanwhile
+            store(dbconn, [], [button(device, citizen, clock.now, 1)])
+        seen_between.append(_alerts(dbconn))
+        return real(conn, citizens, now)
+
+    monkeypatch.setattr(engine, "_retrain", retrain)
+    with psycopg.connect(db, autocommit=True) as work:
+        assert engine.retrain_once(work, clock.now, threading.Event()) == len(enrolments)
+    assert seen_between == [[], [(citizen, "emergency_button", "red", 1)]]
