@@ -11,9 +11,9 @@ refuses one outside the account's role with SUBACK 0x87.
 
 What the files say (docs/access.md, "Device credentials"):
 - each device with a credential in force gets a password line, a plugin client bound to its
-  own client id (the device id) and a role of its own, with explicit topics and no patterns: it may publish `<root>/v1/<id>/{readings,
-  events,status}` (the status topic is also its last will) and subscribe to and receive
-  `<root>/v1/<id>/commands`, nothing else;
+  own client id (the device id) and a role of its own, with explicit topics and no patterns:
+  it may publish `<root>/v1/<id>/{readings,events,status}` (the status topic is also its last
+  will) and subscribe to and receive `<root>/v1/<id>/commands`, nothing else;
 - `ingest` subscribes to the shared subscription and everything under the root (so a
   misaddressed message becomes a dead letter), receives it, and publishes every device's
   commands (application acks);
