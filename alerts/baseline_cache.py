@@ -3,8 +3,8 @@
 A citizen's baselines change only when they are retrained, and only the leading engine retrains
 (alerts/retraining.py, on its tick): it puts what it trained here in the same step. A new session
 (a new leadership) starts with an empty cache, so what another leader retrained in between is
-read from the database. Bounded in citizens and in bytes (Baseline.footprint_bytes: about 18 KB
-a series for two readings a day, up to 150 KB for a dense one), the least recently used
+read from the database. Bounded in citizens and in bytes (Baseline.footprint_bytes: about 20 KB
+a series for two readings a day, about 155 KB for a dense one), the least recently used
 forgotten first; a batch's own citizens are kept whatever the bound, since it is using them."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from uuid import UUID
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts import context_repository
 from alerts.baselines import AlertSpan
 from alerts.context_repository import Conn
 from anomaly.baseline import Baseline
@@ -34,10 +35,16 @@ ALERT_SPANS = """
 SELECT citizen_id, rule, first_measured_at, last_measured_at, resolved_at, outcome
   FROM alerts
  WHERE citizen_id = ANY(%(citizens)s) AND (resolved_at IS NULL OR resolved_at > %(since)s)"""
-# What is measured from here on is still to be evaluated: a baseline must not learn it first.
+# What is measured from here on is still to be evaluated (queued, or parked until a requeue): a
+# baseline must not learn it first.
 QUEUED_SINCE = """
-SELECT citizen_id, min(measured_at) AS since FROM evaluation_queue
- WHERE citizen_id = ANY(%(citizens)s) GROUP BY citizen_id"""
+SELECT citizen_id, min(measured_at) AS since
+  FROM (SELECT citizen_id, measured_at FROM evaluation_queue
+         WHERE citizen_id = ANY(%(citizens)s)
+        UNION ALL
+        SELECT citizen_id, measured_at FROM evaluation_failures
+         WHERE citizen_id = ANY(%(citizens)s)) pending
+ GROUP BY citizen_id"""
 UPSERT = """
 INSERT INTO anomaly_baselines (citizen_id, series, trained_at, rows, excluded, first_at,
                                trained_through, learning_until, state, parameters)
@@ -51,9 +58,6 @@ ON CONFLICT (citizen_id, series) DO UPDATE
 # A series the citizen's plans no longer learn.
 DELETE_OTHERS = """
 DELETE FROM anomaly_baselines WHERE citizen_id = %(citizen_id)s AND series <> ALL(%(series)s)"""
-LOCK_AGAINST_ERASURE = """
-SELECT pg_advisory_xact_lock_shared(%(class)s, hashtext(citizen::text))
-  FROM unnest(%(citizens)s::uuid[]) AS citizen"""
 STILL_PROCESSED = "SELECT id FROM citizens WHERE id = ANY(%(citizens)s) AND discharged_at IS NULL"
 LOAD = """
 SELECT citizen_id, series, trained_at, rows, excluded, first_at, trained_through, learning_until,
@@ -82,7 +86,8 @@ def alert_spans(conn: Conn, citizens: Sequence[UUID], since: datetime
 
 
 def queued_since(conn: Conn, citizens: Sequence[UUID]) -> dict[UUID, datetime]:
-    """The earliest measured time of each citizen's items still in the evaluation queue."""
+    """The earliest measured time of each citizen's items still to be evaluated (queued or
+    parked)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(QUEUED_SINCE, {"citizens": list(citizens)})
         return {row["citizen_id"]: row["since"] for row in cur.fetchall()}
@@ -106,8 +111,8 @@ def save(conn: Conn, trained: Mapping[UUID, Mapping[str, Baseline]]) -> set[UUID
     if not trained:
         return set()
     with conn.cursor() as cur:
-        cur.execute(LOCK_AGAINST_ERASURE, {"class": locks.CITIZEN_ERASURE_CLASS,
-                                           "citizens": sorted(trained)})
+        cur.execute(context_repository.LOCK_AGAINST_ERASURE,
+                    {"class": locks.CITIZEN_ERASURE_CLASS, "citizens": sorted(trained)})
         cur.execute(STILL_PROCESSED, {"citizens": list(trained)})
         kept = {row[0] for row in cur.fetchall()}
         for citizen, baselines in trained.items():

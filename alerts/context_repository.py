@@ -12,6 +12,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import class_row, dict_row
 
+from core import locks
+
 Conn = psycopg.Connection[Any]
 
 
@@ -240,22 +242,35 @@ def citizens_with_plans(conn: Conn, at: datetime) -> list[UUID]:
 
 
 # A citizen's items up to `upto` that could not be evaluated, moved out of the queue with the
-# error (migrations/0020); the columns are the queue's, in its order.
+# error. The columns named, not `*`: the two tables need not keep the same order.
 PARK = """
 WITH moved AS (DELETE FROM evaluation_queue WHERE citizen_id = %(citizen)s AND id <= %(upto)s
-               RETURNING *)
-INSERT INTO evaluation_failures SELECT moved.*, %(now)s, %(error)s FROM moved
-RETURNING id, source, device_id, name, measured_at, seq, late, delay_cause"""
-REQUEUE = """
-WITH moved AS (DELETE FROM evaluation_failures
-                WHERE %(citizen)s::uuid IS NULL OR citizen_id = %(citizen)s
                RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data,
                          quality, received_at, late, delay_cause, clock_suspect)
+INSERT INTO evaluation_failures (id, source, citizen_id, device_id, name, measured_at, seq, value,
+                                 data, quality, received_at, late, delay_cause, clock_suspect,
+                                 failed_at, error)
+SELECT id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
+       received_at, late, delay_cause, clock_suspect, %(now)s, %(error)s FROM moved
+RETURNING id, source, device_id, name, measured_at, seq, late, delay_cause"""
+PARKED_CITIZENS = """
+SELECT DISTINCT citizen_id FROM evaluation_failures
+ WHERE %(citizen)s::uuid IS NULL OR citizen_id = %(citizen)s ORDER BY citizen_id"""
+LOCK_AGAINST_ERASURE = """
+SELECT pg_advisory_xact_lock_shared(%(class)s, hashtext(citizen::text))
+  FROM unnest(%(citizens)s::uuid[]) AS citizen"""
+# Back in the queue in their order, but for a citizen discharged (or erased) meanwhile.
+REQUEUE = """
+WITH moved AS (DELETE FROM evaluation_failures f USING citizens c
+                WHERE c.id = f.citizen_id AND c.discharged_at IS NULL
+                  AND f.citizen_id = ANY(%(citizens)s)
+               RETURNING f.id, f.source, f.citizen_id, f.device_id, f.name, f.measured_at,
+                         f.seq, f.value, f.data, f.quality, f.received_at, f.late,
+                         f.delay_cause, f.clock_suspect)
 INSERT INTO evaluation_queue (source, citizen_id, device_id, name, measured_at, seq, value, data,
                               quality, received_at, late, delay_cause, clock_suspect)
 SELECT source, citizen_id, device_id, name, measured_at, seq, value, data, quality, received_at,
        late, delay_cause, clock_suspect FROM moved ORDER BY id"""
-
 
 def park(conn: Conn, citizen: UUID, upto: int, error: str, now: datetime) -> list[dict[str, Any]]:
     """Move the citizen's queued items up to id `upto` to evaluation_failures; what moved."""
@@ -263,7 +278,16 @@ def park(conn: Conn, citizen: UUID, upto: int, error: str, now: datetime) -> lis
 
 
 def requeue(conn: Conn, citizen: UUID | None = None) -> int:
-    """Put parked items (of one citizen, or all) back in the queue, in their order; how many."""
-    with conn.cursor() as cur:
-        cur.execute(REQUEUE, {"citizen": citizen})
-        return cur.rowcount
+    """Put parked items (of one citizen, or all) back in the queue, in their order; how many.
+    Under each citizen's erasure lock (core/locks.py), so that an erasure under way is waited
+    for and her items are not put back after it."""
+    with conn.transaction():
+        citizens = [row["citizen_id"] for row in _rows(conn, PARKED_CITIZENS,
+                                                       {"citizen": citizen})]
+        if not citizens:
+            return 0
+        _rows(conn, LOCK_AGAINST_ERASURE, {"class": locks.CITIZEN_ERASURE_CLASS,
+                                           "citizens": citizens})
+        with conn.cursor() as cur:
+            cur.execute(REQUEUE, {"citizens": citizens})
+            return cur.rowcount

@@ -3,8 +3,9 @@ and runs the time-driven rules, escalation and the release of held alerts on a c
 
 Exactly once: ingest queues each row it really stored (evaluation_queue) in the transaction
 that stores it; the engine deletes a batch of queue rows in the transaction that records the
-findings they raise. Whatever process dies when, a queued item is either still queued or
-evaluated and recorded, never both, never neither.
+findings they raise. Whatever process dies when, a queued item is either still queued,
+evaluated and recorded, or (a defect kept it from being evaluated) parked in
+evaluation_failures with an alert that says so: exactly one of the three.
 
 Items that may raise an alert at once (alerts/priority.py) are taken ahead of the rest by a
 triage lane before every batch while the queue holds a backlog: behind a backlog of routine
@@ -59,6 +60,8 @@ DRAIN_BUDGET_S = 1.0
 # her baselines about 16 ms (docs/alerts.md, README): some 20 and 80 ms a step.
 TICK_STEP = 25
 RETRAIN_STEP = 5
+# Citizens the engine remembers as failing (forgotten all at once when full).
+FAILING_MAX = 10_000
 
 
 @dataclass
@@ -84,7 +87,7 @@ def _chunks(items: Sequence[UUID], size: int) -> list[Sequence[UUID]]:
 def _is_defect(conn: Conn, exc: Exception) -> bool:
     """Whether `exc` is a defect that retrying the same work would meet again, as opposed to a
     lost connection, a cancelled statement, a deadlock or a serialization failure."""
-    return not conn.broken and not isinstance(exc, psycopg.OperationalError)
+    return not (conn.broken or conn.closed) and not isinstance(exc, psycopg.OperationalError)
 
 
 def _where(exc: BaseException) -> str:
@@ -121,6 +124,7 @@ class AlertEngine:
         self._cache, self._configurations, self._baselines = self._new_caches()
         self._retrain_skip: set[UUID] = set()  # citizens whose training failed (a defect)
         self._tick_failures: set[tuple[UUID, str]] = set()  # logged already
+        self._failing: set[UUID] = set()  # citizens whose items were parked (a defect)
         self._scanned = 0  # the triage lane has looked at every queue row up to this id
         # The last batch left items queued (or none was taken yet): a backlog, for triage.
         self._behind = True
@@ -294,38 +298,63 @@ class AlertEngine:
 
     def _isolate(self, conn: Conn, taken: list[dict[str, Any]], now: datetime) -> None:
         upto = max(row["id"] for row in taken)
-        for citizen in dict.fromkeys(row["citizen_id"] for row in taken):
+        citizens = list(dict.fromkeys(row["citizen_id"] for row in taken))
+        # A citizen who failed before most likely failed this batch too: the others in one
+        # transaction first, so that her defect costs a batch one retry, not one per citizen.
+        known = [citizen for citizen in citizens if citizen in self._failing]
+        if known and len(known) < len(citizens):
+            others = [citizen for citizen in citizens if citizen not in self._failing]
             try:
-                with conn.transaction():
-                    rows = repo.take_citizens(conn, [citizen], upto, self._batch_max)
-                    self._evaluate_taken(conn, rows, now)
+                self._evaluate_citizens(conn, others, upto, now)
+                citizens = known
             except Exception as exc:
                 if not _is_defect(conn, exc):
                     raise
-                self._park(conn, citizen, upto, exc, now)
+        unparked: Exception | None = None
+        for citizen in citizens:
+            try:
+                self._evaluate_citizens(conn, [citizen], upto, now)
+                self._failing.discard(citizen)
+            except Exception as exc:
+                if not _is_defect(conn, exc):
+                    raise
+                try:
+                    self._park(conn, citizen, upto, exc, now)
+                except Exception as park_exc:
+                    if not _is_defect(conn, park_exc):
+                        raise
+                    unparked = unparked or park_exc
+        if unparked is not None:
+            # Her items stay queued: the session ends and retries after a back-off, loudly.
+            raise unparked
+
+    def _evaluate_citizens(self, conn: Conn, citizens: Sequence[UUID], upto: int,
+                           now: datetime) -> None:
+        with conn.transaction():
+            self._evaluate_taken(conn, repo.take_citizens(conn, citizens, upto, self._batch_max),
+                                 now)
 
     def _park(self, conn: Conn, citizen: UUID, upto: int, exc: Exception, now: datetime) -> None:
         """Move the citizen's items out of the queue and tell her care team, in one
-        transaction; if even the alert cannot be stored, the items are parked all the same."""
+        transaction. If even that alert cannot be stored, nothing is parked (raised): an item
+        is never put aside without telling anyone; the other citizens of the batch are
+        evaluated, then the session ends and retries with her items still queued."""
         error = f"{type(exc).__name__} at {_where(exc)}"
-        log.error("alert engine could not evaluate citizen %s (%s) at\n%s; her items are "
-                  "parked in evaluation_failures", citizen, type(exc).__name__,
-                  "".join(traceback.format_tb(exc.__traceback__)))
+        if len(self._failing) >= FAILING_MAX:
+            self._failing.clear()
+        if citizen not in self._failing:  # her traceback once, not for every batch she is in
+            log.error("alert engine could not evaluate citizen %s (%s) at\n%s; her items are "
+                      "parked in evaluation_failures", citizen, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
+        self._failing.add(citizen)
         with conn.transaction():
             parked = repo.park(conn, citizen, upto, error, now)
             if not parked:
                 return
-            self.counters.parked += len(parked)
-            try:
-                with conn.transaction():
-                    team = repo.care_teams(conn, [citizen]).get(citizen)
-                    service.record_findings(conn, citizen, team,
-                                            [guard.evaluation_failed(parked, error, now)], now)
-            except Exception as alert_exc:
-                if not _is_defect(conn, alert_exc):
-                    raise
-                log.error("the evaluation_failed alert of citizen %s could not be stored (%s)",
-                          citizen, type(alert_exc).__name__)
+            team = repo.care_teams(conn, [citizen]).get(citizen)
+            service.record_findings(conn, citizen, team,
+                                    [guard.evaluation_failed(parked, error, now)], now)
+        self.counters.parked += len(parked)
 
     def _evaluate_taken(self, conn: Conn, rows: list[dict[str, Any]], now: datetime) -> None:
         """Evaluate queue rows taken in this transaction and record their findings."""
@@ -353,12 +382,16 @@ class AlertEngine:
             if stop is not None:
                 self._drain(conn, stop)
         self._step(conn, "escalation", lambda: self._escalate(conn, now))
+        self._step(conn, "the release of held alerts", lambda: self._release(conn, now))
         self._step(conn, "retraining", lambda: self.retrain_once(conn, now, stop))
         self.counters.ticks += 1
 
     def _escalate(self, conn: Conn, now: datetime) -> None:
         with conn.transaction():
             self.counters.escalations += service.escalate_due(conn, now)
+
+    def _release(self, conn: Conn, now: datetime) -> None:
+        with conn.transaction():
             self.counters.released += service.release_held(conn, None, now)
 
     def _tick_citizens(self, conn: Conn, citizens: Sequence[UUID], now: datetime) -> None:

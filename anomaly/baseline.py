@@ -87,8 +87,8 @@ class Baseline:
 
     def footprint_bytes(self) -> int:
         """About what the baseline takes in memory: measured with tracemalloc on trained
-        baselines, some 12 KB of objects and 12 bytes per fitted distance (18 KB for two readings
-        a day over 60 days; 150 KB at most, where the history of 2,000 per feature is full)."""
+        baselines, some 12 KB of objects and 12 bytes per fitted distance (20 KB for two readings
+        a day over 60 days; about 155 KB for a dense series, whose history of 2,000 a feature is full)."""
         held = self.detector.fitted_distances() if self.detector is not None else 0
         return FOOTPRINT_BASE_BYTES + FOOTPRINT_PER_DISTANCE_BYTES * held
 

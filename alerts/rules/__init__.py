@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from alerts.models import CitizenContext, Finding
+from alerts.models import CitizenContext, Finding, Severity
 from alerts.plans import (
     INACTIVITY,
     MISSED,
@@ -59,6 +59,9 @@ def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
     thresholds = {**default_thresholds(ctx.plans), **ctx.thresholds}
     rules: list[tuple[str, Callable[[], list[Finding]]]] = [
         ("threshold", lambda: threshold.evaluate(ctx, thresholds, now))]
+    # A rate rule's severity is its own (a plan may make one red).
+    rates_worst = (Severity.RED if any(r.severity is Severity.RED for r in watched.rates)
+                   else Severity.YELLOW)
     if WEIGHT_GAIN in watched.rules and watched.weight_gain is not None:
         weight_gain = watched.weight_gain
         rules.append(("weight_gain", lambda: trend.weight_gain(ctx, weight_gain, now)))
@@ -70,7 +73,9 @@ def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
         rules.append(("news2", lambda: news2.evaluate(ctx, scale, now)))
     rules += [("events", lambda: events.evaluate(ctx, now)),
               ("anomaly", lambda: anomaly.evaluate_new(ctx, now))]
-    return [f for name, rule in rules for f in guard.run(ctx, now, name, rule, tick=False)]
+    return [f for name, rule in rules
+            for f in guard.run(ctx, now, name, rule, tick=False,
+                               worst=rates_worst if name == "rate" else None)]
 
 
 def evaluate_tick(ctx: CitizenContext, now: datetime) -> list[Finding]:

@@ -34,20 +34,23 @@ _LOGGED_MAX = 1_000
 Rule = Callable[[], list[Finding]]
 
 
-def run(ctx: CitizenContext, now: datetime, name: str, rule: Rule, *, tick: bool) -> list[Finding]:
-    """The rule's findings, or one `rule_failed:<name>` finding when it raised."""
+def run(ctx: CitizenContext, now: datetime, name: str, rule: Rule, *, tick: bool,
+        worst: Severity | None = None) -> list[Finding]:
+    """The rule's findings, or one `rule_failed:<name>` finding when it raised (as severe as
+    `worst`, by default what WORST says of the rule)."""
     try:
         return rule()
     except Exception as exc:  # noqa: BLE001 - a defect in one rule must not stop the others
         _log_once(ctx, name, exc)
-        return [failed(ctx, now, name, type(exc).__name__, tick=tick)]
+        return [failed(ctx, now, name, type(exc).__name__, tick=tick, worst=worst)]
 
 
-def failed(ctx: CitizenContext, now: datetime, name: str, error: str, *, tick: bool) -> Finding:
+def failed(ctx: CitizenContext, now: datetime, name: str, error: str, *, tick: bool,
+           worst: Severity | None = None) -> Finding:
     """The finding that tells the care team a rule could not evaluate this citizen: on the
     tick, one occurrence per hour it keeps failing; on new items, one per item set (the newest
     item names it), current when that item is."""
-    severity = WORST.get(name, Severity.RED)
+    severity = worst or WORST.get(name, Severity.RED)
     if tick or not (ctx.new_readings or ctx.new_events):
         return Finding(
             rule=f"rule_failed:{name}", severity=severity,
@@ -56,7 +59,10 @@ def failed(ctx: CitizenContext, now: datetime, name: str, error: str, *, tick: b
                     "fixed, what that rule watches is not watched",
             explanation={"rule": name, "error": error, "on": "tick"},
             held=name != "events" and ctx.paused_at(now))
-    items: list[ReadingView | EventView] = [*ctx.new_readings, *ctx.new_events]
+    # What the rule would have looked at: the button's rules the events, the others the readings.
+    looked_at: list[ReadingView | EventView] = (
+        [*ctx.new_events] if name == "events" else [*ctx.new_readings])
+    items = looked_at or [*ctx.new_readings, *ctx.new_events]
     newest = max(items, key=lambda item: (item.measured_at, item.seq))
     kind = newest.metric if isinstance(newest, ReadingView) else newest.kind
     return Finding(
@@ -68,10 +74,12 @@ def failed(ctx: CitizenContext, now: datetime, name: str, error: str, *, tick: b
         explanation={"rule": name, "error": error, "on": "new", "items": len(items),
                      "newest": {"device_id": newest.device_id, "name": kind,
                                 "measured_at": newest.measured_at.isoformat()}},
-        is_current=is_current(newest.measured_at, newest.late, newest.delay_cause, now),
+        # Current when any of them is: a late reading beside a button press hides nothing.
+        is_current=any(is_current(item.measured_at, item.late, item.delay_cause, now)
+                       for item in items),
         data_age_s=max(0.0, (now - newest.measured_at).total_seconds()),
-        # As the rule itself: the emergency button is never held by a pause.
         delay_cause=newest.delay_cause,
+        # As the rule itself: the emergency button is never held by a pause.
         held=name != "events" and ctx.paused_at(newest.measured_at))
 
 
@@ -79,11 +87,10 @@ def _log_once(ctx: CitizenContext, name: str, exc: Exception) -> None:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
     key = (name, type(exc).__name__, where)
-    if key in _logged:
+    if key in _logged or len(_logged) >= _LOGGED_MAX:  # full: a thousand defects are enough
         log.debug("rule %s failed again for citizen %s (%s)", name, ctx.citizen_id, key[1])
         return
-    if len(_logged) < _LOGGED_MAX:
-        _logged.add(key)
+    _logged.add(key)
     log.error("rule %s failed for citizen %s (%s) at\n%s", name, ctx.citizen_id,
               type(exc).__name__, "".join(traceback.format_list(frames)))
 
@@ -102,7 +109,8 @@ def evaluation_failed(parked: Sequence[Mapping[str, Any]], error: str, now: date
                                 "measured_at": newest["measured_at"].isoformat()}},
         data_age_s=max(0.0, (now - newest["measured_at"]).total_seconds()),
         delay_cause=newest["delay_cause"],
-        is_current=is_current(newest["measured_at"], newest["late"], newest["delay_cause"], now))
+        is_current=any(is_current(row["measured_at"], row["late"], row["delay_cause"], now)
+                       for row in parked))
 
 
 def tick_failed(error: str, now: datetime) -> Finding:

@@ -21,7 +21,7 @@ import alerts.engine as engine_module
 import alerts.retraining as retraining_module
 from alerts import baseline_repository, context_repository, service
 from alerts.engine import AlertEngine
-from alerts.models import CitizenContext, Finding, Severity
+from alerts.models import CitizenContext, EventView, Finding, ReadingView, Severity
 from alerts.rules import anomaly, guard
 from core.roles import process_dsn
 from telecare import erasure
@@ -115,7 +115,7 @@ def test_a_citizen_who_cannot_be_evaluated_is_parked_and_the_others_go_on(
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_failures") == 0
 
 
-def test_items_are_parked_even_when_their_alert_cannot_be_stored(
+def test_items_whose_alert_cannot_be_stored_stay_queued_and_the_others_go_on(
         db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     bad_device, bad = enrolled(dbconn)
@@ -132,11 +132,43 @@ def test_items_are_parked_even_when_their_alert_cannot_be_stored(
     monkeypatch.setattr(service, "record_findings", broken)
     engine = AlertEngine(process_dsn(db, "alerts"), clock)
     with engine_conn(db) as work:
-        assert engine.drain_once(work) == 4
+        # Not parked without an alert: the session ends (and would retry after a back-off).
+        with pytest.raises(psycopg.errors.DataError):
+            engine.drain_once(work)
     assert _alerts(dbconn, good) == [("emergency_button", "red", 1)]
     assert _alerts(dbconn, bad) == []
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s", bad) == 3
+    assert scalar(dbconn, "SELECT count(*) FROM evaluation_failures") == 0
+
+
+def test_a_citizen_known_to_fail_costs_a_later_batch_one_retry(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    enrolments = [enrolled(dbconn) for _ in range(4)]
+    bad = enrolments[0][1]
+    monkeypatch.setattr(engine_module, "evaluate_new",
+                        _failing_for(bad, engine_module.evaluate_new))
+    engine = AlertEngine(process_dsn(db, "alerts"), clock)
+    takes: list[int] = []
+    real_take = context_repository.take_citizens
+
+    def counted(conn: Conn, citizens: Any, *args: Any) -> Any:
+        takes.append(len(citizens))
+        return real_take(conn, citizens, *args)
+
+    monkeypatch.setattr(context_repository, "take_citizens", counted)
+    with engine_conn(db) as work:
+        for seq in (1, 2):
+            store(dbconn, [row for device, citizen in enrolments
+                           for row in bp_rows(device, citizen, clock.now, seq, systolic=125)])
+            takes.clear()
+            assert engine.drain_once(work) == 12
+            if seq == 1:
+                assert takes == [1, 1, 1, 1]  # not known yet: one citizen at a time
+        assert takes == [3, 1]  # the three others together, then her alone
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_failures WHERE citizen_id = %s",
-                  bad) == 3
+                  bad) == 6
+    assert _alerts(dbconn, bad) == [("evaluation_failed", "red", 2)]
 
 
 def test_a_lost_connection_is_not_a_defect_and_keeps_the_batch_queued(
@@ -250,3 +282,37 @@ def test_a_baseline_that_cannot_be_stored_leaves_out_only_its_citizen(
     assert engine.counters.skipped == 1
     stored = {row[0] for row in dbconn.execute("SELECT citizen_id FROM anomaly_baselines")}
     assert stored == set(citizens) - {bad}
+
+
+def test_a_failed_rule_is_current_when_any_item_is_and_names_what_it_looked_at() -> None:
+    now = FakeClock().now
+    late = ReadingView(device_id="d-bp", metric="systolic_bp", measured_at=now - timedelta(seconds=1),
+                       seq=7, value=130.0, received_at=now, late=True, delay_cause="device")
+    press = EventView(device_id="d-btn", kind="emergency_button",
+                      measured_at=now - timedelta(seconds=5), seq=3, received_at=now)
+    ctx = CitizenContext(citizen_id=UUID(int=2), plans=(), thresholds={},
+                         new_readings=(late,), new_events=(press,))
+    button_rule = guard.failed(ctx, now, "events", "KeyError", tick=False)
+    assert button_rule.is_current and "emergency_button" in button_rule.occurrence
+    threshold_rule = guard.failed(ctx, now, "threshold", "KeyError", tick=False)
+    assert not threshold_rule.is_current  # it looked at the late reading only
+    assert guard.failed(ctx, now, "rate", "KeyError", tick=False,
+                        worst=Severity.RED).severity is Severity.RED
+
+
+def test_parked_readings_are_not_learnt_before_they_are_evaluated(
+        db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    device, citizen = enrolled(dbconn)
+    history(dbconn, device, citizen, 20, clock.now - timedelta(hours=2))
+    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    store(dbconn, bp_rows(device, citizen, clock.now - timedelta(hours=1), 9_999, systolic=150))
+    monkeypatch.setattr(engine_module, "evaluate_new",
+                        _failing_for(citizen, engine_module.evaluate_new))
+    engine = AlertEngine(process_dsn(db, "alerts"), clock)
+    with engine_conn(db) as work:
+        assert engine.drain_once(work) == 3
+        assert engine.retrain_once(work, clock.now) == 1
+    trained_through = scalar(dbconn, "SELECT max(trained_through) FROM anomaly_baselines "
+                                     "WHERE citizen_id = %s", citizen)
+    assert trained_through < clock.now - timedelta(hours=1)

@@ -140,7 +140,10 @@ class Mqtt:
         self.disconnected = False
         self.auto_ack = not manual_ack
         self._changed = threading.Condition()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+        # A device must connect under its own id (its plugin client is bound to it); a
+        # service may choose (the broker assigns one when it is empty).
+        own = user if user.startswith("dev-") else ""
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or own,
                                   protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=manual_ack,
                                   clean_session=None if v5 else clean_start)
         self.client.username_pw_set(user, PASSWORDS[user])
@@ -332,18 +335,18 @@ def test_a_packet_over_max_packet_size_disconnects_its_sender(
 def test_devices_are_confined_to_their_own_topics(broker: Broker, clients: Callable[..., Mqtt]) -> None:
     worker = clients(broker, "ingest", tls=False)
     assert worker.subscribe("$share/ingest/telecare/#") == GRANTED_QOS_1
+    for topic in ("telecare/v1/dev-B/readings", "telecare/v1/dev-B/status", COMMANDS_A,
+                  "telecare/v1/dev-A/readings/extra", "telecare/v2/dev-A/readings"):
+        # Mosquitto 2.0.11 closes the connection after a denied PUBLISH: one client per attempt
+        # (each under dev-A's own client id, which takes over the one before: so first).
+        intruder = clients(broker, "dev-A")
+        assert intruder.puback(intruder.publish(topic, b"denied")) == NOT_AUTHORIZED, topic
     device_a, device_b = clients(broker, "dev-A"), clients(broker, "dev-B")
     # The dynamic-security plugin refuses a subscription outside the device's own commands.
     for name in ("telecare/v1/+/commands", "telecare/v1/dev-B/commands", "#", "$SYS/#"):
         assert device_a.subscribe(name) == NOT_AUTHORIZED, name
     assert device_a.subscribe(COMMANDS_A) == GRANTED_QOS_1
     assert device_b.subscribe("telecare/v1/dev-B/commands") == GRANTED_QOS_1
-
-    for topic in ("telecare/v1/dev-B/readings", "telecare/v1/dev-B/status", COMMANDS_A,
-                  "telecare/v1/dev-A/readings/extra", "telecare/v2/dev-A/readings"):
-        # Mosquitto 2.0.11 closes the connection after a denied PUBLISH: one client per attempt.
-        intruder = clients(broker, "dev-A")
-        assert intruder.puback(intruder.publish(topic, b"denied")) == NOT_AUTHORIZED, topic
     for channel in ("readings", "events", "status"):
         assert device_a.puback(device_a.publish(f"telecare/v1/dev-A/{channel}", b"own")) == SUCCESS
 
