@@ -272,6 +272,7 @@ INSERT INTO evaluation_queue (source, citizen_id, device_id, name, measured_at, 
 SELECT source, citizen_id, device_id, name, measured_at, seq, value, data, quality, received_at,
        late, delay_cause, clock_suspect FROM moved ORDER BY id"""
 
+
 def park(conn: Conn, citizen: UUID, upto: int, error: str, now: datetime) -> list[dict[str, Any]]:
     """Move the citizen's queued items up to id `upto` to evaluation_failures; what moved."""
     return _rows(conn, PARK, {"citizen": citizen, "upto": upto, "error": error, "now": now})

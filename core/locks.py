@@ -13,6 +13,7 @@ CITIZEN_ALERTS_CLASS = 0x7E1E_CA92
 # number is written out): stream positions are drawn in the order the changes become visible.
 ALERT_STREAM_ORDER = 0x7E1E_CA93
 # The class of a two-int key (class, hashtext of a citizen's id): an erasure holds it
-# exclusively, a retraining that stores her baselines shared, so that no baseline learnt from
-# her data is stored after her erasure (alerts/baseline_repository.save).
+# exclusively; a retraining that stores her baselines and a requeue of her parked items hold it
+# shared, so that neither puts anything of hers back after her erasure
+# (alerts/baseline_repository.save, alerts/context_repository.requeue).
 CITIZEN_ERASURE_CLASS = 0x7E1E_CA94

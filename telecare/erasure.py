@@ -87,7 +87,8 @@ def erase(conn: Conn, citizen_id: UUID, retention: Retention, now: datetime, *,
 
 def _stop_processing(conn: Conn, citizen_id: UUID, now: datetime) -> None:
     with conn.cursor(row_factory=tuple_row) as cur:
-        # Until this commits, no retraining stores baselines of hers (alerts/baseline_repository).
+        # Until this commits, no retraining stores baselines of hers and no requeue puts her
+        # parked items back (core/locks.py).
         cur.execute(_ERASURE_LOCK, (locks.CITIZEN_ERASURE_CLASS, str(citizen_id)))
         (discharged_at,) = cur.execute(_LOCK, (citizen_id,)).fetchone() or (None,)
         held = [device for (device,) in cur.execute(_HELD, (citizen_id,))]
