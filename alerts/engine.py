@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -88,6 +89,22 @@ def _is_defect(conn: Conn, exc: Exception) -> bool:
     """Whether `exc` is a defect that retrying the same work would meet again, as opposed to a
     lost connection, a cancelled statement, a deadlock or a serialization failure."""
     return not (conn.broken or conn.closed) and not isinstance(exc, psycopg.OperationalError)
+
+
+def _attempt(conn: Conn, run: Callable[[], object]) -> Exception | None:
+    """Run `run`: None when it worked, the defect when it raised one (anything else, a lost
+    connection say, is raised: it ends the session)."""
+    try:
+        run()
+    except Exception as exc:
+        if not _is_defect(conn, exc):
+            raise
+        return exc
+    return None
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_tb(exc.__traceback__))
 
 
 def _where(exc: BaseException) -> str:
@@ -160,7 +177,7 @@ class AlertEngine:
                     # A defect (a rule raised): the batch rolled back and stays queued; the
                     # traceback without the message, which may quote a value.
                     log.error("alert evaluation failed (%s) at\n%s; retrying in %.1f s",
-                              type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)),
+                              type(exc).__name__, _traceback(exc),
                               delay)
                 else:
                     continue  # the session ended because of `stop`
@@ -302,28 +319,18 @@ class AlertEngine:
         # A citizen who failed before most likely failed this batch too: the others in one
         # transaction first, so that her defect costs a batch one retry, not one per citizen.
         known = [citizen for citizen in citizens if citizen in self._failing]
-        if known and len(known) < len(citizens):
-            others = [citizen for citizen in citizens if citizen not in self._failing]
-            try:
-                self._evaluate_citizens(conn, others, upto, now)
-                citizens = known
-            except Exception as exc:
-                if not _is_defect(conn, exc):
-                    raise
+        others = [citizen for citizen in citizens if citizen not in self._failing]
+        if known and others and _attempt(
+                conn, lambda: self._evaluate_citizens(conn, others, upto, now)) is None:
+            citizens = known
         unparked: Exception | None = None
         for citizen in citizens:
-            try:
-                self._evaluate_citizens(conn, [citizen], upto, now)
+            defect = _attempt(conn, partial(self._evaluate_citizens, conn, [citizen], upto, now))
+            if defect is None:
                 self._failing.discard(citizen)
-            except Exception as exc:
-                if not _is_defect(conn, exc):
-                    raise
-                try:
-                    self._park(conn, citizen, upto, exc, now)
-                except Exception as park_exc:
-                    if not _is_defect(conn, park_exc):
-                        raise
-                    unparked = unparked or park_exc
+                continue
+            unparked = unparked or _attempt(
+                conn, partial(self._park, conn, citizen, upto, defect, now))
         if unparked is not None:
             # Her items stay queued: the session ends and retries after a back-off, loudly.
             raise unparked
@@ -345,7 +352,7 @@ class AlertEngine:
         if citizen not in self._failing:  # her traceback once, not for every batch she is in
             log.error("alert engine could not evaluate citizen %s (%s) at\n%s; her items are "
                       "parked in evaluation_failures", citizen, type(exc).__name__,
-                      "".join(traceback.format_tb(exc.__traceback__)))
+                      _traceback(exc))
         self._failing.add(citizen)
         with conn.transaction():
             parked = repo.park(conn, citizen, upto, error, now)
@@ -401,19 +408,12 @@ class AlertEngine:
             self.counters.findings += self._record(conn, contexts, evaluate_tick, now)
 
     def _tick_or_isolate(self, conn: Conn, chunk: Sequence[UUID], now: datetime) -> None:
-        try:
-            self._tick_citizens(conn, chunk, now)
+        if _attempt(conn, lambda: self._tick_citizens(conn, chunk, now)) is None:
             return
-        except Exception as exc:
-            if not _is_defect(conn, exc):
-                raise
         for citizen in chunk:
-            try:
-                self._tick_citizens(conn, [citizen], now)
-            except Exception as exc:
-                if not _is_defect(conn, exc):
-                    raise
-                self._tick_failed(conn, citizen, exc, now)
+            defect = _attempt(conn, partial(self._tick_citizens, conn, [citizen], now))
+            if defect is not None:
+                self._tick_failed(conn, citizen, defect, now)
 
     def _tick_failed(self, conn: Conn, citizen: UUID, exc: Exception, now: datetime) -> None:
         """Tell the citizen's care team that her time-driven rules could not run."""
@@ -422,7 +422,7 @@ class AlertEngine:
         if (citizen, error) not in self._tick_failures:  # once per process, not every tick
             self._tick_failures.add((citizen, error))
             log.error("the tick could not evaluate citizen %s (%s) at\n%s", citizen, error,
-                      "".join(traceback.format_tb(exc.__traceback__)))
+                      _traceback(exc))
 
         def alert() -> None:
             with conn.transaction():
@@ -433,13 +433,10 @@ class AlertEngine:
 
     def _step(self, conn: Conn, name: str, run: Callable[[], object]) -> None:
         """Run one step of the tick; a defect in it is logged, not fatal to the others."""
-        try:
-            run()
-        except Exception as exc:
-            if not _is_defect(conn, exc):
-                raise
-            log.error("alert engine: %s failed (%s) at\n%s", name, type(exc).__name__,
-                      "".join(traceback.format_tb(exc.__traceback__)))
+        defect = _attempt(conn, run)
+        if defect is not None:
+            log.error("alert engine: %s failed (%s) at\n%s", name, type(defect).__name__,
+                      _traceback(defect))
 
     def retrain_once(self, conn: Conn, now: datetime, stop: threading.Event | None = None) -> int:
         """Retrain one chunk of the citizens whose baselines are due, RETRAIN_STEP citizens a
@@ -459,18 +456,14 @@ class AlertEngine:
         return retrained
 
     def _retrain_step(self, conn: Conn, due: Sequence[UUID], now: datetime) -> int:
-        try:
-            trained = self._retrain(conn, due, now)
-        except Exception as exc:
-            if not _is_defect(conn, exc):
-                raise
-            trained = {}
-            for citizen in due:  # the step's saving failed: one at a time
-                try:
-                    trained.update(self._retrain(conn, [citizen], now))
-                except Exception as citizen_exc:
-                    if not _is_defect(conn, citizen_exc):
-                        raise
+        trained: dict[UUID, dict[str, Baseline]] = {}
+        if _attempt(conn, partial(self._retrain_into, trained, conn, due, now)) is not None:
+            for citizen in due:  # training or saving failed: one at a time
+                defect = _attempt(conn, partial(self._retrain_into, trained, conn, [citizen], now))
+                if defect is not None:  # logged once: she is not retried until a restart
+                    log.error("retraining the baselines of citizen %s failed (%s) at\n%s; she "
+                              "keeps those she had", citizen, type(defect).__name__,
+                              _traceback(defect))
         failed = [citizen for citizen in due if citizen not in trained]
         self._retrain_skip.update(failed)
         self.counters.skipped += len(failed)
@@ -479,10 +472,14 @@ class AlertEngine:
         self.counters.retrained += len(trained)
         return len(trained)
 
+    def _retrain_into(self, trained: dict[UUID, dict[str, Baseline]], conn: Conn,
+                      citizens: Sequence[UUID], now: datetime) -> None:
+        with conn.transaction():
+            trained.update(self._retrain(conn, citizens, now))
+
     def _retrain(self, conn: Conn, citizens: Sequence[UUID], now: datetime
                  ) -> dict[UUID, dict[str, Baseline]]:
-        with conn.transaction():
-            return retraining.retrain(conn, citizens, now, self._baseline_config)
+        return retraining.retrain(conn, citizens, now, self._baseline_config)
 
     @staticmethod
     def _record(conn: Conn, contexts: dict[UUID, CitizenContext], evaluate: Evaluate,

@@ -5,8 +5,6 @@ the baselines it wrote. Replay trains the same way from the history it holds (al
 
 from __future__ import annotations
 
-import logging
-import traceback
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
@@ -19,8 +17,6 @@ from alerts.context import load_series
 from alerts.context_repository import Conn
 from anomaly.baseline import Baseline, BaselineConfig
 
-log = logging.getLogger(__name__)
-
 DEFAULT_EVERY = timedelta(hours=24)
 DEFAULT_CHUNK = 100
 
@@ -28,8 +24,8 @@ DEFAULT_CHUNK = 100
 def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
             config: BaselineConfig) -> dict[UUID, dict[str, Baseline]]:
     """Train and store the baselines of `citizens` at `now` (six queries, then the writes);
-    what was stored. A citizen whose training fails keeps what is stored; one discharged or
-    erased meanwhile gets none."""
+    what was stored (one discharged or erased meanwhile gets none). A defect raises: the engine
+    then retrains the citizens one at a time (alerts/engine.py)."""
     if not citizens:
         return {}
     since = now - config.training_window
@@ -43,16 +39,10 @@ def retrain(conn: Conn, citizens: Sequence[UUID], now: datetime,
     spans = repo.alert_spans(conn, citizens, since)
     queued = repo.queued_since(conn, citizens)
     # Nothing still queued is learnt: the anomaly rule would then skip it as already known.
-    trained = {}
-    for citizen in citizens:
-        try:
-            trained[citizen] = train_from_history(
-                histories[citizen], plans[citizen], spans.get(citizen, ()), pauses[citizen], now,
-                config, until=queued.get(citizen))
-        except Exception as exc:  # noqa: BLE001 - one citizen's defect must not stop the rest
-            log.error("retraining the baselines of citizen %s failed (%s) at\n%s; she keeps "
-                      "those she had", citizen, type(exc).__name__,
-                      "".join(traceback.format_tb(exc.__traceback__)))
+    trained = {citizen: train_from_history(histories[citizen], plans[citizen],
+                                           spans.get(citizen, ()), pauses[citizen], now, config,
+                                           until=queued.get(citizen))
+               for citizen in citizens}
     kept = repo.save(conn, trained)
     return {citizen: baselines for citizen, baselines in trained.items() if citizen in kept}
 

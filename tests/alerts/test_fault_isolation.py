@@ -38,6 +38,18 @@ def _alerts(conn: Conn, citizen: UUID) -> list[tuple[str, str, int]]:
     return [tuple(row) for row in rows]
 
 
+def _with_history(dbconn: Conn, clock: FakeClock, count: int) -> list[tuple[UUID, str]]:
+    """`count` enrolled citizens with 20 days of blood pressure, all of it evaluated already:
+    (citizen, device), in the order enrolled."""
+    enrolments = []
+    for _ in range(count):
+        device, citizen = enrolled(dbconn)
+        history(dbconn, device, citizen, 20, clock.now)
+        enrolments.append((citizen, device))
+    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    return enrolments
+
+
 def _failing_for(citizen: UUID, real: Callable[..., Any]) -> Callable[..., Any]:
     """`real`, but raising a defect when its first argument is (or names) `citizen`."""
     def broken(first: Any, *args: Any, **kwargs: Any) -> Any:
@@ -208,12 +220,7 @@ def test_the_tick_goes_on_past_a_citizen_it_cannot_evaluate(
 def test_retraining_leaves_out_a_citizen_it_cannot_train_instead_of_retrying_her_first(
         db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    enrolments = []
-    for _ in range(3):
-        device, citizen = enrolled(dbconn)
-        history(dbconn, device, citizen, 20, clock.now)
-        enrolments.append((citizen, device))
-    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    enrolments = _with_history(dbconn, clock, 3)
     first, first_device = min(enrolments)  # due first: none is trained; the order is by id
     real = retraining_module.train_from_history
 
@@ -236,9 +243,7 @@ def test_retraining_leaves_out_a_citizen_it_cannot_train_instead_of_retrying_her
 def test_a_retraining_that_overlaps_an_erasure_stores_nothing_of_hers(
         db: str, dbconn: Conn) -> None:
     clock = FakeClock()
-    device, citizen = enrolled(dbconn)
-    history(dbconn, device, citizen, 20, clock.now)
-    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    ((citizen, _),) = _with_history(dbconn, clock, 1)
     engine = AlertEngine(process_dsn(db, "alerts"), clock)
     with psycopg.connect(db) as eraser, engine_conn(db) as work:
         # The erasure has stopped her processing but not yet committed when retraining saves.
@@ -260,12 +265,7 @@ def test_a_retraining_that_overlaps_an_erasure_stores_nothing_of_hers(
 def test_a_baseline_that_cannot_be_stored_leaves_out_only_its_citizen(
         db: str, dbconn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    citizens = []
-    for _ in range(3):
-        device, citizen = enrolled(dbconn)
-        history(dbconn, device, citizen, 20, clock.now)
-        citizens.append(citizen)
-    dbconn.execute("DELETE FROM evaluation_queue")  # as if evaluated
+    citizens = [citizen for citizen, _ in _with_history(dbconn, clock, 3)]
     bad = citizens[1]
     real = baseline_repository.save
 
