@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.models import EventView, ReadingView, Series
 from alerts.plans import LOCAL
 from anomaly.baseline import ACTIVE, Baseline, BaselineConfig, Period, Point, is_excluded, train
-from devices.catalogue import IMPLAUSIBLE
+from devices.catalogue import IMPLAUSIBLE, parts_of
 
 if TYPE_CHECKING:
     from alerts.context import CitizenHistory
@@ -94,10 +94,11 @@ def series_of_rule(rule: str) -> tuple[str, ...]:
     answer, a device or an adherence alert is about none of them."""
     if rule in _RULE_SERIES:
         return _RULE_SERIES[rule]
-    family, _, metric = rule.partition(":")
-    if family not in _METRIC_RULES or not metric:
+    family, _, name = rule.partition(":")
+    if family not in _METRIC_RULES or not name:
         return ()
-    return (metric, SPO2_PULSE) if metric in ("spo2", "pulse_rate") else (metric,)
+    metrics = parts_of(name) if family == "threshold" else (name,)
+    return metrics + ((SPO2_PULSE,) if {"spo2", "pulse_rate"} & set(metrics) else ())
 
 
 def excluded_periods(alerts: Iterable[AlertSpan],

@@ -14,6 +14,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
+from devices.catalogue import SIGN_OF, parts_of
+
 Conn = psycopg.Connection[Any]
 Query = str | sql.Composed
 # A subquery of citizen ids and its parameters (api/access.py `visible`).
@@ -149,7 +151,11 @@ def threshold(conn: Conn, threshold_id: int) -> dict[str, Any] | None:
 
 
 def metrics_of(rule: str, explanation: dict[str, Any]) -> tuple[str, ...]:
-    """The metrics an alert is about, from its explanation when it names them, else its rule."""
+    """The metrics an alert is about: every part of a sign (a blood pressure's systolic and
+    diastolic), else those its explanation names, else its rule's."""
+    kind, _, metric = rule.partition(":")
+    if kind == "threshold" and metric in SIGN_OF.values():
+        return parts_of(metric)
     named = explanation.get("metrics", explanation.get("metric"))
     if isinstance(named, str):
         return (named,)
@@ -157,7 +163,6 @@ def metrics_of(rule: str, explanation: dict[str, Any]) -> tuple[str, ...]:
         return tuple(named)
     if rule in _RULE_METRICS:
         return _RULE_METRICS[rule]
-    kind, _, metric = rule.partition(":")
     return (metric,) if kind in ("threshold", "rate", "missed") and metric else ()
 
 

@@ -88,6 +88,21 @@ COMPONENTS: Mapping[MeasurementType, Mapping[str, str]] = {
 }
 
 
+# Parts of a measurement that are one clinical sign. Blood pressure is graded as a whole (ESC/ESH
+# 2018: grade 2 is >=160 and/or >=100 mmHg); the cuff's pulse is a sign of its own.
+SIGN_OF: Mapping[str, str] = {"systolic_bp": "blood_pressure", "diastolic_bp": "blood_pressure"}
+
+
+def sign_of(metric: str) -> str:
+    """The clinical sign a metric's threshold alerts are about (most metrics are their own)."""
+    return SIGN_OF.get(metric, metric)
+
+
+def parts_of(sign: str) -> tuple[str, ...]:
+    """The metrics a `threshold:<sign>` alert is about."""
+    return tuple(metric for metric, of in SIGN_OF.items() if of == sign) or (sign,)
+
+
 class EventType(StrEnum):
     EMERGENCY_BUTTON = "emergency_button"
     MOTION = "motion"

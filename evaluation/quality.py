@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from devices.catalogue import parts_of
+
 # Episode kinds with a prodrome: the 24-hours-ahead target counts these, pooled.
 DETERIORATION = ("hf_decompensation", "copd_exacerbation", "bp_rise")
 # Acute kinds: the crisis is the onset, so no alert can come ahead of it.
@@ -55,8 +57,10 @@ def looks_at(rule: str) -> tuple[str, ...]:
     """The signs (metric codes, sensor event kinds) a rule's alerts are about."""
     if rule in _SIGNS:
         return _SIGNS[rule]
-    family, _, metric = rule.partition(":")
-    return (metric,) if family in _METRIC_FAMILIES and metric else ()
+    family, _, name = rule.partition(":")
+    if family not in _METRIC_FAMILIES or not name:
+        return ()
+    return parts_of(name) if family == "threshold" else (name,)
 
 
 def is_adherence(rule: str) -> bool:

@@ -1,16 +1,22 @@
 """Threshold rule: red outside the alert band, yellow outside the warning band. Bands are
 inclusive limits of the acceptable range (a value equal to a limit is inside). A reading marked
-implausible is judged per metric: a device problem (yellow `implausible:<metric>`), or, for
-glucose, the emergency itself (a meter's LO/HI is real severe hypo- or hyperglycaemia)."""
+implausible is judged per metric: a device problem (yellow `implausible:<measurement>`), or, for
+glucose, the emergency itself (a meter's LO/HI is real severe hypo- or hyperglycaemia).
+
+One measurement is one problem: the parts of a blood pressure (systolic and diastolic) raise one
+`threshold:blood_pressure` finding, as severe as the worse part, and a device's garbled
+measurement (a cuff's systolic, diastolic and pulse all impossible) one device problem, rather
+than an alert per part."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from alerts.models import Bands, CitizenContext, Finding, ReadingView, Severity, Threshold
 from alerts.rules.common import display, finding_about, unit
-from devices.catalogue import IMPLAUSIBLE
+from devices.catalogue import COMPONENTS, IMPLAUSIBLE, MeasurementType, sign_of
 
 # What an implausible value (outside the catalogue's possible range) most likely is. A
 # fingertip oximeter below 50 % is a probe off or poor perfusion (oximeters are specified for
@@ -23,6 +29,16 @@ IMPLAUSIBLE_AS: Mapping[str, str] = {
     "diastolic_bp": DEVICE, "body_weight": DEVICE, "body_temperature": DEVICE,
     "respiration_rate": DEVICE, "blood_glucose": CLINICAL,
 }
+
+
+_WORSE = {Severity.RED: 0, Severity.YELLOW: 1}
+
+
+def measurement_of(metrics: set[str]) -> str | None:
+    """The one kind of measurement whose parts are these metrics (those one message carried),
+    or None when more than one could be (a pulse alone: a cuff's or an oximeter's)."""
+    kinds = [kind.value for kind in MeasurementType if metrics <= set(COMPONENTS[kind].values())]
+    return kinds[0] if len(kinds) == 1 else None
 
 
 def classify(value: float, bands: Bands) -> tuple[Severity, str, float] | None:
@@ -53,7 +69,8 @@ def threshold_finding(reading: ReadingView, threshold: Threshold, ctx: CitizenCo
     summary = (f"{display(reading.metric)} {reading.value:g} {unit(reading.metric)} {side} the "
                f"{kind} limit {limit:g} (threshold v{threshold.version})")
     return finding_about(
-        reading, ctx, now, rule=f"threshold:{reading.metric}", severity=severity, summary=summary,
+        reading, ctx, now, rule=f"threshold:{sign_of(reading.metric)}", severity=severity,
+        summary=summary,
         explanation={"metric": reading.metric, "value": reading.value, "band": band,
                      "limit": limit, "bands": _bands(threshold.bands),
                      "threshold_id": threshold.id, "threshold_version": threshold.version,
@@ -61,28 +78,61 @@ def threshold_finding(reading: ReadingView, threshold: Threshold, ctx: CitizenCo
         threshold_id=threshold.id, threshold_version=threshold.version)
 
 
-def device_problem(reading: ReadingView, ctx: CitizenContext, now: datetime) -> Finding:
-    """An implausible value taken as a device problem: check the device (and the citizen)."""
+def device_problem(readings: list[ReadingView], measurement: str | None, ctx: CitizenContext,
+                   now: datetime) -> Finding:
+    """The implausible values of one measurement taken as a device problem: check the device
+    (and the citizen)."""
+    readings = sorted(readings, key=lambda r: r.metric)  # the same identity in any order
+    first = readings[0]
+    told = ", ".join(f"{display(r.metric)} {r.value:g} {unit(r.metric)}" for r in readings)
     return finding_about(
-        reading, ctx, now, rule=f"implausible:{reading.metric}", severity=Severity.YELLOW,
-        summary=(f"{display(reading.metric)} {reading.value:g} {unit(reading.metric)} is outside "
-                 "what is possible: check the device and ask the citizen to measure again"),
-        explanation={"metric": reading.metric, "value": reading.value, "quality": reading.quality,
-                     "taken_as": DEVICE})
+        first, ctx, now, rule=f"implausible:{measurement or first.metric}",
+        severity=Severity.YELLOW,
+        summary=(f"{told} outside what is possible: check the device and ask the citizen to "
+                 "measure again"),
+        explanation={"metric": first.metric, "metrics": [r.metric for r in readings],
+                     "value": first.value, "values": {r.metric: r.value for r in readings},
+                     "quality": first.quality, "taken_as": DEVICE})
+
+
+# What the explanation of a blood-pressure finding tells of each part.
+PART_KEYS = ("metric", "value", "band", "limit", "threshold_version")
+
+
+def _worst_of(findings: list[Finding]) -> Finding:
+    """One finding for the parts of one measurement: the worse part's, naming every part."""
+    if len(findings) == 1:
+        return findings[0]
+    # Worst first, ties by metric: the same identity (occurrence) whatever the readings' order.
+    parts = sorted(findings, key=lambda f: (_WORSE[f.severity], f.explanation["metric"]))
+    worst = parts[0]
+    return replace(worst, summary="; ".join(f.summary for f in parts), explanation={
+        **worst.explanation, "metrics": [f.explanation["metric"] for f in parts],
+        "parts": [{k: f.explanation[k] for k in PART_KEYS} for f in parts]})
+
+
+def _measurement_key(rule: str, reading: ReadingView) -> tuple[str, str, datetime, int]:
+    return rule, reading.device_id, reading.measured_at, reading.seq
 
 
 def evaluate(ctx: CitizenContext, thresholds: Mapping[str, Threshold],
              now: datetime) -> list[Finding]:
-    """Threshold and implausible-value findings for the context's new readings."""
-    findings = []
+    """Threshold and implausible-value findings for the context's new readings, one per sign
+    of a measurement."""
+    garbled: dict[tuple[str, str, datetime, int], list[ReadingView]] = {}
+    crossed: dict[tuple[str, str, datetime, int], list[Finding]] = {}
+    carried: dict[tuple[str, str, datetime, int], set[str]] = {}  # the metrics of each message
     for reading in ctx.new_readings:
+        carried.setdefault(_measurement_key("implausible", reading), set()).add(reading.metric)
         if reading.quality == IMPLAUSIBLE and IMPLAUSIBLE_AS.get(reading.metric, DEVICE) == DEVICE:
-            findings.append(device_problem(reading, ctx, now))
+            garbled.setdefault(_measurement_key("implausible", reading), []).append(reading)
             continue
         threshold = thresholds.get(reading.metric)
         if threshold is None:
             continue
         finding = threshold_finding(reading, threshold, ctx, now)
         if finding is not None:
-            findings.append(finding)
-    return findings
+            crossed.setdefault(_measurement_key(finding.rule, reading), []).append(finding)
+    return ([device_problem(parts, measurement_of(carried[key]), ctx, now)
+             for key, parts in garbled.items()]
+            + [_worst_of(parts) for parts in crossed.values()])

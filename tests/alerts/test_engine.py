@@ -53,10 +53,10 @@ def test_queued_items_are_evaluated_once_and_leave_the_queue_with_their_alerts(
     assert taken == [4, 4, 1, 0]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
     rows = _alerts(dbconn)
-    assert (citizen, "threshold:systolic_bp", "red", 3) in rows
+    assert (citizen, "threshold:blood_pressure", "red", 3) in rows
     # One finding per reading of the rule: each evaluated once.
     assert scalar(dbconn, "SELECT count(*) FROM alert_findings WHERE rule = "
-                  "'threshold:systolic_bp'") == 3
+                  "'threshold:blood_pressure'") == 3
 
 
 def test_in_band_readings_leave_the_queue_and_raise_nothing(db: str, dbconn: Conn) -> None:
@@ -98,7 +98,7 @@ def test_triage_takes_an_urgent_citizen_ahead_of_the_backlog_with_its_earlier_it
         # Both of the citizen's readings (three metrics each), the in-band one first.
         assert engine.triage_once(work) == 6
         assert engine.triage_once(work) == 0  # nothing new queued since it looked
-    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn) == [(citizen, "threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s",
                   backlog_citizen) == 30
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue WHERE citizen_id = %s",
@@ -133,7 +133,7 @@ def test_a_drain_that_is_not_behind_takes_the_urgent_item_in_its_one_batch_witho
         store(dbconn, bp_rows(device, citizen, clock.now, 1, systolic=200))
         assert engine._drain(work, threading.Event()) is True
     assert (engine.counters.triaged, engine.counters.batches) == (0, 1)
-    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn) == [(citizen, "threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
 
 
@@ -152,7 +152,7 @@ def test_behind_a_full_batch_triage_takes_the_urgent_citizen_next(
         # Triage takes the urgent citizen ahead of the two left, then one batch.
         assert engine._drain(work, threading.Event()) is False
     assert engine.counters.triaged == 3
-    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn) == [(citizen, "threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 3
 
 
@@ -172,7 +172,7 @@ def test_a_batch_that_was_not_full_but_left_items_queued_counts_as_behind(
         assert engine.drain_once(work) == 9  # the bulk citizen alone: not full
         assert engine._behind
         assert engine._drain(work, threading.Event()) is True
-    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn) == [(citizen, "threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
 
 
@@ -207,7 +207,7 @@ def test_a_threshold_set_between_batches_is_applied_to_the_next_batch(
         clock.advance(60)
         store(dbconn, bp_rows(device, citizen, clock.now, 2, systolic=150))
         assert engine.drain_once(work) == 3
-    assert _alerts(dbconn) == [(citizen, "threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn) == [(citizen, "threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT threshold_version FROM alerts WHERE citizen_id = %s",
                   citizen) == 1
 
@@ -250,7 +250,7 @@ def test_a_stored_reading_raises_its_alert_well_within_100_ms(db: str, dbconn: C
             store(dbconn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
             committed = time.perf_counter()
             while not dbconn.execute("SELECT 1 FROM alerts WHERE citizen_id = %s AND rule = "
-                                     "'threshold:systolic_bp'", (citizen,)).fetchone():
+                                     "'threshold:blood_pressure'", (citizen,)).fetchone():
                 assert time.perf_counter() - committed < 5, f"no alert for reading {i}"
                 time.sleep(0.002)
             latencies.append(time.perf_counter() - committed)
@@ -275,7 +275,7 @@ def test_one_engine_leads_and_a_standby_takes_over_when_it_goes(db: str, dbconn:
                            "WHERE application_name = 'engine-a'")
             wait_for(second.leading.is_set, timeout=5, what="standby taking over")
             store(dbconn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
-            wait_for(lambda: any(r[1] == "threshold:systolic_bp" for r in _alerts(dbconn)),
+            wait_for(lambda: any(r[1] == "threshold:blood_pressure" for r in _alerts(dbconn)),
                      timeout=5, what="the new leader's alert")
             assert second.counters.items == 3
             assert first.counters.retries >= 1
@@ -307,8 +307,8 @@ def test_a_lost_connection_mid_stream_loses_and_doubles_nothing(db: str, dbconn:
                  timeout=20, what="queue drained")
     assert engine.counters.retries >= 1
     assert scalar(dbconn, "SELECT count(*) FROM alert_findings "
-                  "WHERE rule = 'threshold:systolic_bp'") == 30 * len(citizens)
-    counts = dbconn.execute("SELECT count FROM alerts WHERE rule = 'threshold:systolic_bp'"
+                  "WHERE rule = 'threshold:blood_pressure'") == 30 * len(citizens)
+    counts = dbconn.execute("SELECT count FROM alerts WHERE rule = 'threshold:blood_pressure'"
                             ).fetchall()
     assert sorted(c for (c,) in counts) == [30] * len(citizens)
 
@@ -379,7 +379,7 @@ def test_a_database_restart_costs_a_retry_and_the_engine_resumes(own_postgres: A
     def systolic_count() -> int:
         with psycopg.connect(dsn, autocommit=True) as conn:
             return int(scalar(conn, "SELECT coalesce(max(count), 0) FROM alerts "
-                              "WHERE rule = 'threshold:systolic_bp'"))
+                              "WHERE rule = 'threshold:blood_pressure'"))
 
     with running_engine(dsn, system_clock) as engine:
         wait_for(engine.leading.is_set, timeout=10, what="engine leading")

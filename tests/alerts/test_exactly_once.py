@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,25 +103,30 @@ def _enrol_fleet(conn: Conn, dsn: str, citizens: list[Any]) -> None:
 
 def _owed(conn: Conn) -> set[tuple[Any, str, str]]:
     """(citizen, rule, occurrence) of every item-rule finding the pure rules give for each
-    stored reading and event, evaluated on its own."""
+    stored measurement (the readings one message carried: a blood pressure's parts) and event,
+    evaluated on its own."""
     plans = {row["id"]: tuple(p for p in [row["plan"]] if p) for row in conn.cursor(
         row_factory=dict_row).execute(
         "SELECT c.id, p.plan FROM citizens c LEFT JOIN citizen_plans p ON p.citizen_id = c.id")}
-    owed = set()
     cur = conn.cursor(row_factory=dict_row)
-    items: list[tuple[Any, Any, bool]] = (
-        [(r["citizen_id"], reading_view(r), True) for r in cur.execute("SELECT * FROM readings")]
-        + [(e["citizen_id"], event_view(e), False)
+    measurements: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+    for row in cur.execute("SELECT * FROM readings"):
+        reading = reading_view(row)
+        measurements[(row["citizen_id"], reading.device_id, reading.measured_at,
+                      reading.seq)].append(reading)
+    items: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]] = (
+        [(key[0], tuple(readings), ()) for key, readings in measurements.items()]
+        + [(e["citizen_id"], (), (event_view(e),))
            for e in cur.execute("SELECT * FROM device_events")])
-    for citizen, item, is_reading in items:
+    owed = set()
+    for citizen, readings, events in items:
         names = plans.get(citizen, ())
-        # Evaluated at its measured time, where the live engine saw it later: the item rules'
+        # Evaluated at its received time, where the live engine saw it later: the item rules'
         # findings (which, not when) do not depend on the time.
         context = CitizenContext(
             citizen_id=citizen, plans=names, thresholds=default_thresholds(names),
-            readings=(item,) if is_reading else (), events=() if is_reading else (item,),
-            new_readings=(item,) if is_reading else (), new_events=() if is_reading else (item,))
-        for finding in evaluate_new(context, item.received_at):
+            readings=readings, events=events, new_readings=readings, new_events=events)
+        for finding in evaluate_new(context, (readings or events)[0].received_at):
             if finding.rule.startswith(ITEM_RULES):
                 owed.add((citizen, finding.rule, finding.occurrence))
     return owed
@@ -234,6 +240,6 @@ def test_two_engine_processes_one_leads_and_the_other_takes_over_when_it_is_kill
         device, citizen = enrolled(conn)
         store(conn, bp_rows(device, citizen, datetime.now(UTC), 1, systolic=200))
         wait_for(lambda: scalar(conn, "SELECT count(*) FROM alerts WHERE citizen_id = %s "
-                                "AND rule = 'threshold:systolic_bp'", citizen) == 1,
+                                "AND rule = 'threshold:blood_pressure'", citizen) == 1,
                  timeout=5, what="the new leader's alert")
         assert scalar(conn, "SELECT count(*) FROM evaluation_queue") == 0

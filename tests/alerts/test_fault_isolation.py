@@ -72,7 +72,7 @@ def test_a_raising_rule_becomes_an_alert_and_the_other_rules_still_run(
         assert AlertEngine(process_dsn(db, "alerts"), clock).drain_once(work) == 4
     assert _alerts(dbconn, citizen) == [("emergency_button", "red", 1),
                                         ("rule_failed:anomaly", "yellow", 1),
-                                        ("threshold:systolic_bp", "red", 1)]
+                                        ("threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
     assert "ZeroDivisionError" in caplog.text and SECRET not in caplog.text
 
@@ -109,7 +109,7 @@ def test_a_citizen_who_cannot_be_evaluated_is_parked_and_the_others_go_on(
     engine = AlertEngine(process_dsn(db, "alerts"), clock)
     with engine_conn(db) as work, caplog.at_level(logging.ERROR):
         assert engine.drain_once(work) == 6
-    assert _alerts(dbconn, good) == [("threshold:systolic_bp", "red", 1)]
+    assert _alerts(dbconn, good) == [("threshold:blood_pressure", "red", 1)]
     assert _alerts(dbconn, bad) == [("evaluation_failed", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_failures WHERE citizen_id = %s "
@@ -123,7 +123,7 @@ def test_a_citizen_who_cannot_be_evaluated_is_parked_and_the_others_go_on(
         assert context_repository.requeue(work, bad) == 3
         assert engine.drain_once(work) == 3
     assert _alerts(dbconn, bad) == [("evaluation_failed", "red", 1),
-                                    ("threshold:systolic_bp", "red", 1)]
+                                    ("threshold:blood_pressure", "red", 1)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_failures") == 0
 
 

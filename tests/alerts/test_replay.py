@@ -145,7 +145,7 @@ def test_a_what_if_threshold_raises_what_it_would_have_and_stores_nothing_live(
             for r in replay_repository.run_alerts(dbconn, result.run_id)]
     # 152 and 155 are over the proposed red band, 150 only over yellow: one alert per rule,
     # worsened to red, counting the three readings over the warning band.
-    assert rows == [("threshold:systolic_bp", "red", 3, -1)]
+    assert rows == [("threshold:blood_pressure", "red", 3, -1)]
     assert _counts(dbconn) == before
     proposed_json = scalar(dbconn, "SELECT proposed FROM replay_runs WHERE id = %s",
                            result.run_id)
@@ -196,8 +196,11 @@ def test_the_replay_command_prints_its_run(db: str, dbconn: Conn, monkeypatch: p
         root.setLevel(level)
     printed = json.loads(capsys.readouterr().out)
     assert printed["citizens"] == 1 and printed["items"] == 3
-    assert printed["by_rule"]["threshold:systolic_bp red"] == 1
-    assert printed["by_rule"]["threshold:diastolic_bp red"] == 1  # 80 over the proposed 75
+    assert printed["by_rule"]["threshold:blood_pressure red"] == 1
+    parts = scalar(dbconn, "SELECT explanation->'metrics' FROM replay_alerts WHERE run_id = %s "
+                   "AND rule = 'threshold:blood_pressure'",
+                   printed["run_id"])
+    assert sorted(parts) == ["diastolic_bp", "systolic_bp"]  # diastolic 80 over the proposed 75
     assert scalar(dbconn, "SELECT count(*) FROM replay_alerts WHERE run_id = %s",
                   printed["run_id"]) == printed["alerts"]
     assert scalar(dbconn, "SELECT count(*) FROM alerts") == 0
@@ -214,9 +217,9 @@ def test_the_simulated_nurse_resolves_alerts_so_that_a_later_episode_opens_a_new
         kept_open = run_replay(dbconn, ReplayRequest(**period), BASE)
         nursed = run_replay(dbconn, ReplayRequest(**period, resolve_after=timedelta(hours=24)),
                             BASE)
-    systolic = [a for a in kept_open.alerts if a.rule == "threshold:systolic_bp"]
+    systolic = [a for a in kept_open.alerts if a.rule == "threshold:blood_pressure"]
     assert [(a.count, a.state.value) for a in systolic] == [(2, "open")]
-    resolved = [a for a in nursed.alerts if a.rule == "threshold:systolic_bp"]
+    resolved = [a for a in nursed.alerts if a.rule == "threshold:blood_pressure"]
     assert [(a.count, a.state.value, a.outcome) for a in resolved] == [
         (1, "resolved", "other"), (1, "resolved", "other")]
     # At the first tick a day or more after it opened.

@@ -119,6 +119,12 @@ def test_a_clinical_alert_leaves_its_own_series_out_of_the_baseline() -> None:
     assert set(excluded) == {"spo2", "spo2_pulse", "pulse_rate"}
 
 
+def test_a_blood_pressure_alert_leaves_out_both_its_parts() -> None:
+    days = [NOW - timedelta(days=d) for d in range(6)]
+    high = AlertSpan("threshold:blood_pressure", days[5], days[4], days[3], "contacted_citizen")
+    assert set(excluded_periods([high], [])) == {"systolic_bp", "diastolic_bp"}
+
+
 def test_a_series_that_never_varied_alarms_on_a_real_fall_not_on_one_step() -> None:
     flat = [r if r.metric != "spo2" else ReadingView(r.device_id, "spo2", r.measured_at, r.seq,
                                                      97.0, r.received_at)

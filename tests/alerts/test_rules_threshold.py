@@ -1,13 +1,16 @@
-"""Threshold rule at every band edge, blood pressure per component, versions recorded, and
-implausible values judged per metric."""
+"""Threshold rule at every band edge, blood pressure per component and one finding per
+measurement, versions recorded, and implausible values judged per metric."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from alerts import triage
 from alerts.models import Bands, Severity, Threshold
 from alerts.rules import evaluate_new
-from alerts.rules.threshold import classify
+from alerts.rules.threshold import classify, sign_of
 from tests.alerts.test_rules_common import NOW, context, reading
 
 BANDS = Bands(alert_low=84, warning_low=88, warning_high=110, alert_high=130)
@@ -64,7 +67,7 @@ def test_plan_defaults_at_their_edges(plan: str, metric: str, value: float,
                                       severity: Severity | None) -> None:
     new = reading(metric, value)
     found = [f for f in evaluate_new(context((plan,), new=(new,)), NOW)
-             if f.rule == f"threshold:{metric}"]
+             if f.rule == f"threshold:{sign_of(metric)}"]
     assert [f.severity for f in found] == ([severity] if severity else [])
 
 
@@ -86,8 +89,36 @@ def test_default_thresholds_are_version_zero_without_id() -> None:
 
 def test_blood_pressure_components_are_judged_separately() -> None:
     sys_, dia = reading("systolic_bp", 150), reading("diastolic_bp", 112)
-    found = evaluate_new(context(("hypertension",), new=(sys_, dia)), NOW)
-    assert [(f.rule, f.severity) for f in found] == [("threshold:diastolic_bp", Severity.RED)]
+    (found,) = evaluate_new(context(("hypertension",), new=(sys_, dia)), NOW)
+    assert (found.rule, found.severity) == ("threshold:blood_pressure", Severity.RED)
+    assert found.explanation["metric"] == "diastolic_bp" and found.occurrence == dia.occurrence
+
+
+def test_one_blood_pressure_is_one_finding_as_severe_as_its_worse_part() -> None:
+    sys_, dia = reading("systolic_bp", 185), reading("diastolic_bp", 104)
+    (found,) = evaluate_new(context(("hypertension",), new=(dia, sys_)), NOW)
+    assert (found.rule, found.severity) == ("threshold:blood_pressure", Severity.RED)
+    assert found.explanation["metrics"] == ["systolic_bp", "diastolic_bp"]
+    assert [(p["metric"], p["band"]) for p in found.explanation["parts"]] == [
+        ("systolic_bp", "alert_high"), ("diastolic_bp", "warning_high")]
+    assert found.occurrence == sys_.occurrence and "185" in found.summary and "104" in found.summary
+
+
+def test_two_red_parts_give_the_same_finding_in_either_order() -> None:
+    sys_, dia = reading("systolic_bp", 200), reading("diastolic_bp", 120)
+    (one,) = evaluate_new(context(("hypertension",), new=(sys_, dia)), NOW)
+    (other,) = evaluate_new(context(("hypertension",), new=(dia, sys_)), NOW)
+    assert one == other and one.occurrence == dia.occurrence
+
+
+def test_two_blood_pressures_are_two_findings() -> None:
+    earlier = NOW - timedelta(hours=1)
+    found = evaluate_new(context(("hypertension",), new=(
+        reading("systolic_bp", 165, earlier), reading("diastolic_bp", 101, earlier),
+        reading("systolic_bp", 170, seq=2), reading("diastolic_bp", 95, seq=2))), NOW)
+    assert [(f.rule, f.explanation.get("metrics")) for f in found] == [
+        ("threshold:blood_pressure", ["diastolic_bp", "systolic_bp"]),
+        ("threshold:blood_pressure", None)]
 
 
 def test_a_metric_without_threshold_raises_nothing() -> None:
@@ -97,8 +128,27 @@ def test_a_metric_without_threshold_raises_nothing() -> None:
 def test_implausible_spo2_is_a_device_problem_not_an_emergency() -> None:
     new = reading("spo2", 42, quality="implausible")
     (found,) = evaluate_new(context(("copd",), new=(new,)), NOW)
-    assert found.rule == "implausible:spo2" and found.severity is Severity.YELLOW
+    assert found.rule == "implausible:pulse_oximetry" and found.severity is Severity.YELLOW
     assert found.explanation["taken_as"] == "device"
+
+
+def test_a_garbled_measurement_is_one_device_problem_named_by_the_measurement() -> None:
+    parts = [reading(metric, value, quality="implausible", device="cuff-1")
+             for metric, value in (("systolic_bp", 400), ("diastolic_bp", 5), ("pulse_rate", 0))]
+    (found,) = evaluate_new(context(("hypertension",), new=tuple(parts)), NOW)
+    assert found.rule == "implausible:blood_pressure" and found.severity is Severity.YELLOW
+    assert found.explanation["metrics"] == ["diastolic_bp", "pulse_rate", "systolic_bp"]
+    assert found.occurrence == parts[1].occurrence
+    # The same identity whatever order the readings come in (exactly-once rests on it).
+    (again,) = evaluate_new(context(("hypertension",), new=tuple(reversed(parts))), NOW)
+    assert again == found
+
+
+def test_an_impossible_pulse_is_named_by_the_measurement_it_came_with() -> None:
+    spo2, pulse = reading("spo2", 96, device="ox-1"), reading("pulse_rate", 0, device="ox-1",
+                                                              quality="implausible")
+    (found,) = evaluate_new(context(("copd",), new=(spo2, pulse)), NOW)
+    assert found.rule == "implausible:pulse_oximetry" and found.occurrence == pulse.occurrence
 
 
 def test_implausible_glucose_low_is_the_emergency_itself() -> None:
@@ -112,3 +162,9 @@ def test_late_breach_is_raised_as_old_data() -> None:
     new = reading("spo2", 80, NOW, late=True, delay_cause="device")
     (found,) = evaluate_new(context(("copd",), new=(new,)), NOW)
     assert found.severity is Severity.RED and not found.is_current and found.delay_cause == "device"
+
+
+def test_a_blood_pressure_alert_is_shown_with_both_parts_readings() -> None:
+    assert triage.metrics_of("threshold:blood_pressure", {"metric": "diastolic_bp"}) == (
+        "systolic_bp", "diastolic_bp")
+    assert triage.metrics_of("threshold:spo2", {"metric": "spo2"}) == ("spo2",)

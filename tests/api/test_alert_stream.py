@@ -318,8 +318,8 @@ def test_end_to_end_button_and_breach_reach_the_stream_a_webhook_and_the_screen(
                 "v": 1, "device_id": bp, "sent_at": at.isoformat(), "readings": [
                     {"seq": 1, "measured_at": at.isoformat(), "type": "blood_pressure",
                      "values": {"systolic": 230, "diastolic": 95, "pulse": 80}}]}))
-            wait_for(lambda: "threshold:systolic_bp" in _rules(stream), 20, "the breach alert")
-            breach = next(e for e in stream.events if e.data["rule"] == "threshold:systolic_bp")
+            wait_for(lambda: "threshold:blood_pressure" in _rules(stream), 20, "the breach alert")
+            breach = next(e for e in stream.events if e.data["rule"] == "threshold:blood_pressure")
             # The webhook: the first change answered 500, retried after about a second, taken.
             # Waited for by that delivery's own id: other changes of the team (a tick's) may
             # be delivered meanwhile.

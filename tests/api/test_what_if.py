@@ -42,11 +42,11 @@ def test_what_if_shows_what_proposed_bands_would_have_raised_and_changes_nothing
 
     # The plan's default bands (yellow above 159, red above 179): one yellow, the 171.
     default = client.post(url, json={"warning_high": 159, "alert_high": 179}).json()
-    assert _alerts(default) == {"threshold:systolic_bp": ("yellow", 1)}
+    assert _alerts(default) == {"threshold:blood_pressure": ("yellow", 1)}
     # Stricter bands: yellow above 145 for all four, red above 165 for the 171.
     stricter = client.post(url, json={"warning_high": 145, "alert_high": 165})
     assert stricter.status_code == 200, stricter.text
-    assert _alerts(stricter.json()) == {"threshold:systolic_bp": ("red", 4)}
+    assert _alerts(stricter.json()) == {"threshold:blood_pressure": ("red", 4)}
     assert stricter.json()["readings_and_events"] == len(SYSTOLIC)
 
     assert count(conn, "SELECT count(*) FROM thresholds WHERE citizen_id = %s", citizen) == 0

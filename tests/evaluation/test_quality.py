@@ -127,7 +127,8 @@ def test_figures_of_a_population() -> None:
 
 @pytest.mark.parametrize(("rule", "signs"), [
     ("threshold:spo2", ("spo2",)), ("anomaly:body_weight", ("body_weight",)),
-    ("rate:spo2", ("spo2",)), ("trend:weight_gain", ("body_weight",)),
+    ("threshold:blood_pressure", ("systolic_bp", "diastolic_bp")),
+    ("implausible:blood_pressure", ()), ("rate:spo2", ("spo2",)), ("trend:weight_gain", ("body_weight",)),
     ("anomaly:spo2_pulse", ("spo2", "pulse_rate")), ("inactivity", ("motion", "door", "bed")),
     ("implausible:spo2", ()), ("missed:spo2", ()), ("device_offline", ()),
 ])
