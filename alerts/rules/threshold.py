@@ -6,15 +6,21 @@ glucose, the emergency itself (a meter's LO/HI is real severe hypo- or hyperglyc
 One measurement is one problem: the parts of a blood pressure (systolic and diastolic) raise one
 `threshold:blood_pressure` finding, as severe as the worse part, and a device's garbled
 measurement (a cuff's systolic, diastolic and pulse all impossible) one device problem, rather
-than an alert per part."""
+than an alert per part.
+
+A yellow reading within the citizen's own usual range, where the warning limit runs through it,
+is not raised (anomaly.usual_for_her): her personal baseline moves the warning as her nurse
+would. Red is always raised."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
 from alerts.models import Bands, CitizenContext, Finding, ReadingView, Severity, Threshold
+from alerts.rules.anomaly import usual_for_her
 from alerts.rules.common import display, finding_about, unit
 from devices.catalogue import COMPONENTS, IMPLAUSIBLE, MeasurementType, sign_of
 
@@ -64,6 +70,9 @@ def threshold_finding(reading: ReadingView, threshold: Threshold, ctx: CitizenCo
     if crossed is None:
         return None
     severity, band, limit = crossed
+    if band == "warning_high" and threshold.id is None and threshold.bands.alert_high is not None \
+            and usual_for_her(ctx, reading.metric, reading.value, limit):
+        return None
     side = "below" if band.endswith("_low") else "above"
     kind = "alert" if severity is Severity.RED else "warning"
     summary = (f"{display(reading.metric)} {reading.value:g} {unit(reading.metric)} {side} the "
@@ -111,28 +120,43 @@ def _worst_of(findings: list[Finding]) -> Finding:
         "parts": [{k: f.explanation[k] for k in PART_KEYS} for f in parts]})
 
 
-def _measurement_key(rule: str, reading: ReadingView) -> tuple[str, str, datetime, int]:
-    return rule, reading.device_id, reading.measured_at, reading.seq
+def _message(ctx: CitizenContext, reading: ReadingView) -> list[ReadingView]:
+    """Every part of the message `reading` came in. The message was stored in one transaction,
+    so its parts are all in the context even when the engine's batch took only some of them:
+    a measurement is judged whole, with the same identity, however it was cut."""
+    at = reading.measured_at
+    parts = []
+    for other in ctx.readings[bisect_left(ctx.readings, at, key=lambda r: r.measured_at):]:
+        if other.measured_at != at:
+            break
+        if other.device_id == reading.device_id and other.seq == reading.seq:
+            parts.append(other)
+    return parts if reading in parts else [*parts, reading]
+
+
+def _measurement_findings(parts: list[ReadingView], ctx: CitizenContext,
+                          thresholds: Mapping[str, Threshold], now: datetime) -> list[Finding]:
+    garbled = [r for r in parts
+               if r.quality == IMPLAUSIBLE and IMPLAUSIBLE_AS.get(r.metric, DEVICE) == DEVICE]
+    found = [device_problem(garbled, measurement_of({r.metric for r in parts}), ctx, now)
+             ] if garbled else []
+    crossed: dict[str, list[Finding]] = {}
+    for reading in parts:
+        threshold = thresholds.get(reading.metric)
+        if reading in garbled or threshold is None:
+            continue
+        finding = threshold_finding(reading, threshold, ctx, now)
+        if finding is not None:
+            crossed.setdefault(finding.rule, []).append(finding)
+    return found + [_worst_of(same) for same in crossed.values()]
 
 
 def evaluate(ctx: CitizenContext, thresholds: Mapping[str, Threshold],
              now: datetime) -> list[Finding]:
-    """Threshold and implausible-value findings for the context's new readings, one per sign
-    of a measurement."""
-    garbled: dict[tuple[str, str, datetime, int], list[ReadingView]] = {}
-    crossed: dict[tuple[str, str, datetime, int], list[Finding]] = {}
-    carried: dict[tuple[str, str, datetime, int], set[str]] = {}  # the metrics of each message
+    """Threshold and implausible-value findings for the measurements of the context's new
+    readings, one per sign of a measurement."""
+    messages: dict[tuple[str, datetime, int], ReadingView] = {}
     for reading in ctx.new_readings:
-        carried.setdefault(_measurement_key("implausible", reading), set()).add(reading.metric)
-        if reading.quality == IMPLAUSIBLE and IMPLAUSIBLE_AS.get(reading.metric, DEVICE) == DEVICE:
-            garbled.setdefault(_measurement_key("implausible", reading), []).append(reading)
-            continue
-        threshold = thresholds.get(reading.metric)
-        if threshold is None:
-            continue
-        finding = threshold_finding(reading, threshold, ctx, now)
-        if finding is not None:
-            crossed.setdefault(_measurement_key(finding.rule, reading), []).append(finding)
-    return ([device_problem(parts, measurement_of(carried[key]), ctx, now)
-             for key, parts in garbled.items()]
-            + [_worst_of(parts) for parts in crossed.values()])
+        messages.setdefault((reading.device_id, reading.measured_at, reading.seq), reading)
+    return [finding for reading in messages.values()
+            for finding in _measurement_findings(_message(ctx, reading), ctx, thresholds, now)]

@@ -44,7 +44,9 @@ def test_queued_items_are_evaluated_once_and_leave_the_queue_with_their_alerts(
     clock = FakeClock()
     device, citizen = enrolled(dbconn)
     for seq in range(1, 4):
-        store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=200))
+        # Both parts red: batches of four rows cut the second message, and one measurement
+        # must still be one finding.
+        store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=200, diastolic=115))
         clock.advance(60)
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 9
     engine = AlertEngine(db, clock, batch_max=4)
@@ -54,7 +56,7 @@ def test_queued_items_are_evaluated_once_and_leave_the_queue_with_their_alerts(
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
     rows = _alerts(dbconn)
     assert (citizen, "threshold:blood_pressure", "red", 3) in rows
-    # One finding per reading of the rule: each evaluated once.
+    # One finding per measurement: each evaluated once.
     assert scalar(dbconn, "SELECT count(*) FROM alert_findings WHERE rule = "
                   "'threshold:blood_pressure'") == 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from alerts.baselines import (
@@ -15,7 +16,15 @@ from alerts.baselines import (
     series_of,
     train_citizen,
 )
-from alerts.models import CitizenContext, DeviceState, EventView, ReadingView, Series
+from alerts.models import (
+    Bands,
+    CitizenContext,
+    DeviceState,
+    EventView,
+    ReadingView,
+    Series,
+    Threshold,
+)
 from alerts.rules import anomaly, evaluate_new, evaluate_tick
 from anomaly.baseline import ACTIVE, LEARNING, Baseline
 
@@ -192,3 +201,80 @@ def test_at_most_the_last_points_since_training_are_brought_to_a_peek() -> None:
     assert recent == readings[-1 - anomaly.SINCE_MAX:-1]
     few = anomaly._recent(series, readings[-5].measured_at, readings[-1].measured_at)
     assert few == readings[-4:-1]
+
+
+def cuff(days: int, systolic: float, end: datetime = NOW) -> list[ReadingView]:
+    """Twice a day for `days` days before `end`: systolic about `systolic` (± 8), diastolic 85."""
+    readings = []
+    for i in range(days * 2):
+        at = end - timedelta(hours=12 * (days * 2 - i))
+        readings += [ReadingView("bp-1", "systolic_bp", at, i, round(systolic + 8 * wiggle(i)), at),
+                     ReadingView("bp-1", "diastolic_bp", at, i, round(85 + 3 * wiggle(i + 5)), at)]
+    return readings
+
+
+def bp(systolic: float, diastolic: float = 85) -> list[ReadingView]:
+    return [ReadingView("bp-1", "systolic_bp", NOW, 999, systolic, NOW),
+            ReadingView("bp-1", "diastolic_bp", NOW, 999, diastolic, NOW)]
+
+
+def thresholds_found(plans: tuple[str, ...], history: list[ReadingView], new: list[ReadingView],
+                     baselines: dict[str, Baseline],
+                     thresholds: dict[str, Threshold] | None = None) -> list[tuple[str, str]]:
+    ctx = replace(context(plans, history, new, baselines), thresholds=thresholds or {})
+    return [(f.rule, f.severity.value) for f in evaluate_new(ctx, NOW)
+            if f.rule.startswith("threshold:")]
+
+
+def test_a_warning_within_her_usual_range_is_not_raised_once_her_baseline_has_learnt() -> None:
+    history = cuff(30, 156)  # she lives around the 159 warning limit
+    baselines = trained(("hypertension",), history)
+    assert baselines["systolic_bp"].status == ACTIVE
+    assert thresholds_found(("hypertension",), history, bp(160), baselines) == []
+    # Beyond one spread of her usual: raised; the red band: always raised.
+    assert thresholds_found(("hypertension",), history, bp(162), baselines) == [
+        ("threshold:blood_pressure", "yellow")]
+    assert thresholds_found(("hypertension",), history, bp(181), baselines) == [
+        ("threshold:blood_pressure", "red")]
+    # Her diastolic is usually 85, far from its 99 limit: a 104 is raised.
+    assert thresholds_found(("hypertension",), history, bp(150, 104), baselines) == [
+        ("threshold:blood_pressure", "yellow")]
+
+
+def test_while_her_baseline_learns_every_warning_is_raised() -> None:
+    history = cuff(10, 156)
+    baselines = trained(("hypertension",), history)
+    assert baselines["systolic_bp"].status == LEARNING
+    assert thresholds_found(("hypertension",), history, bp(165), baselines) == [
+        ("threshold:blood_pressure", "yellow")]
+
+
+def test_a_limit_far_from_her_usual_is_never_moved() -> None:
+    history = cuff(30, 128)  # well controlled: 159 is far above her usual
+    baselines = trained(("hypertension",), history)
+    assert thresholds_found(("hypertension",), history, bp(162), baselines) == [
+        ("threshold:blood_pressure", "yellow")]
+
+
+def test_red_is_raised_even_when_it_is_usual_for_her() -> None:
+    history = cuff(30, 177)
+    baselines = trained(("hypertension",), history)
+    assert thresholds_found(("hypertension",), history, bp(181), baselines) == [
+        ("threshold:blood_pressure", "red")]
+
+
+def test_a_limit_her_nurse_set_is_not_moved_again() -> None:
+    history = cuff(30, 156)
+    baselines = trained(("hypertension",), history)
+    own = Threshold("systolic_bp", Bands(alert_low=90, warning_low=100, warning_high=159,
+                                          alert_high=179), version=2, id=7)
+    assert thresholds_found(("hypertension",), history, bp(160), baselines,
+                            {"systolic_bp": own}) == [("threshold:blood_pressure", "yellow")]
+
+
+def test_a_low_limit_is_never_moved() -> None:
+    history = cuff(30, 92)  # heart failure, living just above the 90 warning limit
+    baselines = trained(("heart_failure",), history)
+    assert baselines["systolic_bp"].status == ACTIVE
+    assert thresholds_found(("heart_failure",), history, bp(89, 60), baselines) == [
+        ("threshold:blood_pressure", "yellow")]

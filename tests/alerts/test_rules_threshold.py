@@ -168,3 +168,17 @@ def test_a_blood_pressure_alert_is_shown_with_both_parts_readings() -> None:
     assert triage.metrics_of("threshold:blood_pressure", {"metric": "diastolic_bp"}) == (
         "systolic_bp", "diastolic_bp")
     assert triage.metrics_of("threshold:spo2", {"metric": "spo2"}) == ("spo2",)
+
+
+def test_a_measurement_cut_by_the_engine_is_judged_whole_with_the_same_identity() -> None:
+    sys_, dia = reading("systolic_bp", 165), reading("diastolic_bp", 112)
+    (whole,) = evaluate_new(context(("hypertension",), new=(sys_, dia)), NOW)
+    # Another batch took only the in-band part: the measurement is judged as it was stored.
+    (first,) = evaluate_new(context(("hypertension",), readings=(dia,), new=(sys_,)), NOW)
+    (second,) = evaluate_new(context(("hypertension",), readings=(sys_,), new=(dia,)), NOW)
+    assert first == second == whole and whole.severity is Severity.RED
+    garbled = [reading(m, v, seq=2, quality="implausible") for m, v in (("systolic_bp", 400),
+                                                                        ("pulse_rate", 0))]
+    (problem,) = evaluate_new(context(("hypertension",), readings=(garbled[0],),
+                                      new=(garbled[1],)), NOW)
+    assert problem.rule == "implausible:blood_pressure"
