@@ -34,9 +34,9 @@ def _rules(conn: psycopg.Connection[Any], citizen: Any) -> list[tuple[str, str, 
 def test_open_alerts_take_the_measurement_names_and_none_is_resolved(tmp_path: Path) -> None:
     before = tmp_path / "before"
     before.mkdir()
-    for path in sorted(migrations_dir().glob("00[01]*.sql")) + sorted(
-            migrations_dir().glob("0020_*.sql")):
-        shutil.copy(path, before)
+    for path in migrations_dir().glob("*.sql"):
+        if int(path.name[:4]) < 21:  # the schema as it was before
+            shutil.copy(path, before)
     with empty_database(ADMIN_DSN) as dsn:
         migrate(dsn, storage="postgres", directory=before)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -48,7 +48,7 @@ def test_open_alerts_take_the_measurement_names_and_none_is_resolved(tmp_path: P
             _open(conn, resolved, team, ("threshold:systolic_bp", Severity.RED))
             conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = %s "
                          "WHERE citizen_id = %s", (NOW, resolved))
-        assert migrate(dsn, storage="postgres") == ["0021_one_alert_per_measurement"]
+        assert "0021_one_alert_per_measurement" in migrate(dsn, storage="postgres")
         with psycopg.connect(dsn, autocommit=True) as conn:
             # The worse takes the name; the other stays open under its old one.
             assert _rules(conn, both) == [("implausible:pulse_oximetry", "yellow", "open"),
