@@ -36,8 +36,20 @@ class QueuedItem:
 # evaluation exactly once.
 # The citizens of a batch are found among this many oldest items per citizen wanted.
 OLDEST_LOOK = 20
+# A message's parts (a blood pressure's systolic, diastolic and pulse) are queued as rows of their
+# own. A batch that takes one part takes them all, so that the rules judge a measurement whole:
+# the engine's history cache holds only what it has taken, and a part left queued would be judged
+# again in the next batch as a measurement of its own. A batch may so exceed its rows by the
+# parts of its last message.
 _TAKEN = """{chosen}
-DELETE FROM evaluation_queue WHERE id IN ({ids})
+DELETE FROM evaluation_queue WHERE id IN (
+    WITH picked AS ({ids})
+    SELECT id FROM picked
+    UNION
+    SELECT part.id FROM evaluation_queue part
+      JOIN evaluation_queue p ON p.citizen_id = part.citizen_id AND p.device_id = part.device_id
+                             AND p.measured_at = part.measured_at AND p.seq = part.seq
+     WHERE p.id IN (SELECT id FROM picked) AND p.source = 'reading' AND part.source = 'reading')
 RETURNING id, source, citizen_id, device_id, name, measured_at, seq, value, data, quality,
           received_at, late, delay_cause, clock_suspect"""
 TAKE_URGENT = _TAKEN.format(chosen="", ids="""

@@ -34,16 +34,18 @@ from anomaly.baseline import Baseline, Point
 from anomaly.detector import Explanation
 from devices.catalogue import IMPLAUSIBLE
 
-# A warning limit that runs through a citizen's own normal raises a yellow alert every few days
-# about nothing: a treated hypertensive who lives at 150-165 mmHg against the 159 limit, whose
-# nurse would move her limit. A yellow reading above a plan's default high warning limit of blood
-# pressure or glucose (MOVABLE) is not raised when that limit lies within USUAL_LIMIT_SPREADS of
-# her usual value and the reading is typical for her: within USUAL_SPREADS of her usual value.
-# Two spreads, tried on the development seed, saved 0.23 non-actionable alerts per citizen-week
-# but no longer caught 3 of 29 blood-pressure rises 24 h ahead (2 not at all). Never moved: a low
-# limit (SpO2, hypotension, hypoglycaemia), a limit with no red band behind it, a limit her nurse
-# set; red is always raised, and a baseline that is still learning leaves every warning as it is.
-MOVABLE = frozenset({"systolic_bp", "diastolic_bp", "blood_glucose"})
+# A warning limit at the top of a citizen's own normal raises a yellow alert every few days about
+# nothing: a treated hypertensive who lives at 148-165 mmHg against the 159 limit, whose nurse
+# would move her limit. A yellow reading above a plan's default high warning limit of blood
+# pressure (MOVABLE) is not raised when her usual value lies at most USUAL_LIMIT_SPREADS below
+# that limit (not above it: a citizen whose usual is over the limit is uncontrolled, and her
+# nurse must see it) and the reading is typical for her: within USUAL_SPREADS of her usual value,
+# so at most one spread over the limit. Two spreads, tried on the development seed, saved 0.23
+# non-actionable alerts per citizen-week but no longer caught 3 of 29 blood-pressure rises 24 h
+# ahead (2 not at all). Never moved: a low limit (SpO2, hypotension, hypoglycaemia), glucose (over
+# 13.9 mmol/L means check for ketoacidosis), a limit with no red band behind it, a limit her nurse
+# set or proposes; red is always raised, and a baseline that is still learning changes nothing.
+MOVABLE = frozenset({"systolic_bp", "diastolic_bp"})
 USUAL_LIMIT_SPREADS = 1.0
 USUAL_SPREADS = 1.0
 
@@ -173,14 +175,14 @@ def evaluate_new(ctx: CitizenContext, now: datetime) -> list[Finding]:
 
 def usual_for_her(ctx: CitizenContext, metric: str, value: float,
                   limit: float) -> tuple[float, float] | None:
-    """Her usual value and spread when the high warning `limit` of a MOVABLE metric runs through
-    her own normal and `value` is typical for her; None otherwise."""
+    """Her usual value and spread when the high warning `limit` of a MOVABLE metric sits at the
+    top of her own normal and `value` is typical for her; None otherwise."""
     baseline = _in_plans(ctx).get(metric) if ctx.baselines and metric in MOVABLE else None
     usual = baseline.value_feature() if baseline is not None else None
     if usual is None:
         return None
     centre, spread = usual
-    near = abs(centre - limit) <= USUAL_LIMIT_SPREADS * spread
+    near = limit - USUAL_LIMIT_SPREADS * spread <= centre <= limit
     return usual if near and abs(value - centre) <= USUAL_SPREADS * spread else None
 
 

@@ -8,9 +8,10 @@ One measurement is one problem: the parts of a blood pressure (systolic and dias
 measurement (a cuff's systolic, diastolic and pulse all impossible) one device problem, rather
 than an alert per part.
 
-A yellow reading within the citizen's own usual range, where the warning limit runs through it,
-is not raised (anomaly.usual_for_her): her personal baseline moves the warning as her nurse
-would. Red is always raised."""
+A yellow blood pressure above the plan's default high warning limit, when that limit sits at the
+top of the citizen's own usual range and the reading is typical for her, is not raised
+(anomaly.usual_for_her): her personal baseline moves the warning as her nurse would. Low limits,
+limits a nurse set or proposes, and red are never moved."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def threshold_finding(reading: ReadingView, threshold: Threshold, ctx: CitizenCo
     if crossed is None:
         return None
     severity, band, limit = crossed
-    if band == "warning_high" and threshold.id is None and threshold.bands.alert_high is not None \
+    if band == "warning_high" and threshold.version == 0 and threshold.bands.alert_high is not None \
             and usual_for_her(ctx, reading.metric, reading.value, limit):
         return None
     side = "below" if band.endswith("_low") else "above"
@@ -121,16 +122,17 @@ def _worst_of(findings: list[Finding]) -> Finding:
 
 
 def _message(ctx: CitizenContext, reading: ReadingView) -> list[ReadingView]:
-    """Every part of the message `reading` came in. The message was stored in one transaction,
-    so its parts are all in the context even when the engine's batch took only some of them:
-    a measurement is judged whole, with the same identity, however it was cut."""
-    at = reading.measured_at
+    """Every part of the message `reading` came in. The engine takes a message's queued parts
+    together (context_repository._TAKEN) and the context holds what it took, so a measurement
+    is judged whole, with the same identity, in any batch."""
+    at, readings = reading.measured_at, ctx.readings
     parts = []
-    for other in ctx.readings[bisect_left(ctx.readings, at, key=lambda r: r.measured_at):]:
-        if other.measured_at != at:
-            break
+    index = bisect_left(readings, at, key=lambda r: r.measured_at)
+    while index < len(readings) and readings[index].measured_at == at:
+        other = readings[index]
         if other.device_id == reading.device_id and other.seq == reading.seq:
             parts.append(other)
+        index += 1
     return parts if reading in parts else [*parts, reading]
 
 

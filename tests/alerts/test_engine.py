@@ -43,22 +43,28 @@ def test_queued_items_are_evaluated_once_and_leave_the_queue_with_their_alerts(
         db: str, dbconn: Conn) -> None:
     clock = FakeClock()
     device, citizen = enrolled(dbconn)
-    for seq in range(1, 4):
-        # Both parts red: batches of four rows cut the second message, and one measurement
-        # must still be one finding.
+
+    def measure(seq: int) -> None:
+        # Both parts red: one measurement must still be one finding.
         store(dbconn, bp_rows(device, citizen, clock.now, seq, systolic=200, diastolic=115))
         clock.advance(60)
-    assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 9
+
+    measure(1)
     engine = AlertEngine(db, clock, batch_max=4)
     with psycopg.connect(db, autocommit=True) as work:
-        taken = [engine.drain_once(work) for _ in range(4)]
-    assert taken == [4, 4, 1, 0]
+        assert engine.drain_once(work) == 3  # her history is now in the engine's cache
+        for seq in range(2, 5):
+            measure(seq)
+        assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 9
+        taken = [engine.drain_once(work) for _ in range(3)]
     assert scalar(dbconn, "SELECT count(*) FROM evaluation_queue") == 0
     rows = _alerts(dbconn)
-    assert (citizen, "threshold:blood_pressure", "red", 3) in rows
+    assert (citizen, "threshold:blood_pressure", "red", 4) in rows
     # One finding per measurement: each evaluated once.
     assert scalar(dbconn, "SELECT count(*) FROM alert_findings WHERE rule = "
-                  "'threshold:blood_pressure'") == 3
+                  "'threshold:blood_pressure'") == 4
+    # Four rows wanted, the third message's other two parts taken with its first.
+    assert taken == [6, 3, 0]
 
 
 def test_in_band_readings_leave_the_queue_and_raise_nothing(db: str, dbconn: Conn) -> None:

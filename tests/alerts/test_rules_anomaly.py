@@ -16,6 +16,7 @@ from alerts.baselines import (
     series_of,
     train_citizen,
 )
+from alerts.context import PROPOSED_VERSION
 from alerts.models import (
     Bands,
     CitizenContext,
@@ -278,3 +279,32 @@ def test_a_low_limit_is_never_moved() -> None:
     assert baselines["systolic_bp"].status == ACTIVE
     assert thresholds_found(("heart_failure",), history, bp(89, 60), baselines) == [
         ("threshold:blood_pressure", "yellow")]
+
+
+def test_a_pressure_whose_usual_is_over_the_limit_is_always_raised() -> None:
+    history = cuff(30, 162)  # uncontrolled, just over the limit: her nurse must see it
+    baselines = trained(("hypertension",), history)
+    assert thresholds_found(("hypertension",), history, bp(165), baselines) == [
+        ("threshold:blood_pressure", "yellow")]
+
+
+def test_a_proposed_limit_is_not_moved_in_a_what_if() -> None:
+    history = cuff(30, 156)
+    baselines = trained(("hypertension",), history)
+    proposed = Threshold("systolic_bp", Bands(alert_low=90, warning_low=100, warning_high=159,
+                                               alert_high=179), version=PROPOSED_VERSION)
+    assert thresholds_found(("hypertension",), history, bp(160), baselines,
+                            {"systolic_bp": proposed}) == [("threshold:blood_pressure", "yellow")]
+
+
+def test_glucose_warnings_are_never_moved() -> None:
+    history = []
+    for i in range(90):
+        at = NOW - timedelta(hours=8 * (90 - i))
+        history.append(ReadingView("gl-1", "blood_glucose", at, i,
+                                   round(13.6 + 0.8 * wiggle(i), 1), at))
+    baselines = trained(("diabetes",), history)
+    assert baselines["blood_glucose"].status == ACTIVE
+    high = [ReadingView("gl-1", "blood_glucose", NOW, 999, 14.0, NOW)]
+    assert thresholds_found(("diabetes",), history, high, baselines) == [
+        ("threshold:blood_glucose", "yellow")]
