@@ -140,6 +140,9 @@ class Finding:
     # Raised during a pause (hospital admission, holiday): recorded, but neither pushed nor
     # escalated until the pause ends. The emergency button is never held.
     held: bool = False
+    # A nudge to the citizen's home screen instead of an alert (the first missed window of a
+    # measurement): sent once per occurrence when current and not held; the team sees nothing.
+    reminder: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ from alerts.models import Bands, Severity, Threshold
 # Citizens live in Denmark: schedules and "by 10:00" are on Copenhagen wall time (DST-aware).
 LOCAL = ZoneInfo("Europe/Copenhagen")
 
+# Missed windows of a measurement in a row before the care team is told: the first one reminds
+# the citizen on her screen, which is what a nurse would do first.
+ALERT_AFTER_MISSED = 2
+
 # Rule families a plan can switch on. Threshold, emergency button, questionnaire and the device
 # silence rules watch every citizen whatever her plans.
 NEWS2 = "news2"
@@ -49,11 +53,14 @@ class Window:
 @dataclass(frozen=True)
 class Scheduled:
     """One measurement the plan asks for: a metric (blood pressure is scheduled as its
-    systolic component), the daily windows, and how long after a window it may still come."""
+    systolic component), the daily windows, how long after a window it may still come, and
+    how many windows in a row may be missed before the care team is told (the citizen's
+    screen is reminded of every one)."""
 
     metric: str
     windows: tuple[Window, ...]
     grace: timedelta = timedelta(hours=1)
+    alert_after: int = ALERT_AFTER_MISSED
 
 
 @dataclass(frozen=True)
@@ -210,9 +217,11 @@ class _ScheduleSetting(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     windows: tuple[_WindowSetting, ...] | None = Field(default=None, min_length=1, max_length=6)
-    grace_minutes: int | None = Field(default=None, ge=0, le=720)
+    grace_minutes: int | None = Field(default=None, strict=True, ge=0, le=720)
+    # 1: the care team is told of the first missed window (no reminder first).
+    alert_after_missed: int | None = Field(default=None, strict=True, ge=1, le=6)
     # False drops this measurement from the citizen's schedule.
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)
 
 
 class _InactivitySetting(BaseModel):
@@ -220,19 +229,20 @@ class _InactivitySetting(BaseModel):
 
     start: time | None = None
     by: time | None = None
-    max_quiet_hours: float | None = Field(default=None, gt=0, le=16)
+    max_quiet_hours: float | None = Field(default=None, strict=True, gt=0, le=16)
     day_end: time | None = None
 
 
 class PlanSettings(BaseModel):
-    """What citizen_plans.settings may hold: overrides of the template's schedule."""
+    """What citizen_plans.settings may hold: overrides of the template's schedule. Numbers and
+    switches are strict: "2" or 1.0 is a mistake to refuse, not a value to guess at."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schedule: dict[str, _ScheduleSetting] = Field(default_factory=dict)
-    spo2_scale: int | None = Field(default=None, ge=1, le=2)
-    weight_gain_kg: float | None = Field(default=None, gt=0, le=10)
-    weight_gain_days: int | None = Field(default=None, ge=1, le=3)
+    spo2_scale: int | None = Field(default=None, strict=True, ge=1, le=2)
+    weight_gain_kg: float | None = Field(default=None, strict=True, gt=0, le=10)
+    weight_gain_days: int | None = Field(default=None, strict=True, ge=1, le=3)
     inactivity: _InactivitySetting | None = None
     # When the plan started: windows before it are not missed (the engine may set it).
     valid_from: datetime | None = None
@@ -288,7 +298,7 @@ def _scheduled(base: Scheduled, override: _ScheduleSetting | None) -> Scheduled 
                if override.windows is not None else base.windows)
     grace = (timedelta(minutes=override.grace_minutes) if override.grace_minutes is not None
              else base.grace)
-    return Scheduled(base.metric, windows, grace)
+    return Scheduled(base.metric, windows, grace, override.alert_after_missed or base.alert_after)
 
 
 def apply_settings(template: PlanTemplate, settings: PlanSettings) -> PlanTemplate:
@@ -366,8 +376,10 @@ def _combine(templates: Sequence[PlanTemplate], invalid: tuple[str, ...],
         for scheduled in template.measurements:
             for window in scheduled.windows:
                 key = (scheduled.metric, window)
-                if key not in seen or seen[key].grace > scheduled.grace:
-                    seen[key] = Scheduled(scheduled.metric, (window,), scheduled.grace)
+                known = seen.get(key, scheduled)
+                # The strictest plan decides: the shortest grace, the team told soonest.
+                seen[key] = Scheduled(scheduled.metric, (window,), min(known.grace, scheduled.grace),
+                                      min(known.alert_after, scheduled.alert_after))
     scales = [t.news2_scale for t in templates if t.news2_scale is not None]
     gains = [t.weight_gain for t in templates if t.weight_gain is not None]
     inactivity = next((t.inactivity for t in templates if t.inactivity is not None), None)

@@ -86,13 +86,14 @@ class ReplayResult:
     items: int = 0
     findings: int = 0
     alerts: list[AlertState] = field(default_factory=list)
+    reminders: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """Counts for the command line: alerts by rule and severity."""
+        """Counts for the command line: alerts by rule and severity, and screen reminders."""
         by_rule = Counter(f"{a.rule} {a.severity.value}" for a in self.alerts)
         return {"run_id": self.run_id, "citizens": self.citizens, "items": self.items,
                 "findings": self.findings, "alerts": len(self.alerts),
-                "by_rule": dict(sorted(by_rule.items()))}
+                "by_rule": dict(sorted(by_rule.items())), "reminders": self.reminders}
 
 
 def parse_proposed(text: str) -> dict[str, Bands]:
@@ -114,6 +115,7 @@ class _Timeline:
     active: dict[str, int] = field(default_factory=dict)  # rule -> index in alerts
     seen: set[tuple[str, str]] = field(default_factory=set)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    reminders: int = 0  # the screen reminders the service would have sent
 
     def apply(self, findings: Sequence[Finding], now: datetime) -> None:
         """What the service does with findings, in memory: a finding seen before counts once."""
@@ -124,6 +126,10 @@ class _Timeline:
             if key in self.seen:
                 continue
             self.seen.add(key)
+            if finding.reminder:
+                if finding.is_current and not finding.held:
+                    self.reminders += 1
+                continue
             index = self.active.get(finding.rule)
             state = self.alerts[index] if index is not None else None
             new, entries = apply_finding(state, finding, now, self.policy,
@@ -268,6 +274,7 @@ def run_replay(conn: Conn, request: ReplayRequest, started_at: datetime,
             timeline = _Timeline(citizen, team.get("care_team_id"),
                                  parse_policy(steps) if steps else DEFAULT_POLICY)
             result.items += _replay_citizen(timeline, histories[citizen], request, proposed)
+            result.reminders += timeline.reminders
             offset = len(result.alerts)
             findings = [{**row, "run_id": run_id, "alert_seq": row["alert_seq"] + offset}
                         for row in timeline.findings]

@@ -92,6 +92,10 @@ ON CONFLICT DO NOTHING"""
 INSERT_SCREEN_MESSAGE = """
 INSERT INTO screen_messages (citizen_id, kind, alert_id, body, created_at)
 VALUES (%s, %s, %s, %s, %s) RETURNING id"""
+INSERT_REMINDER = """
+INSERT INTO screen_messages (citizen_id, kind, body, created_at, occurrence)
+VALUES (%s, 'reminder', %s, %s, %s)
+ON CONFLICT (citizen_id, occurrence) WHERE occurrence IS NOT NULL DO NOTHING"""
 RESTS_ON_READING = """
 SELECT EXISTS (SELECT 1 FROM alert_findings WHERE alert_id = %s AND occurrence LIKE 'r:%%')"""
 DUE_ESCALATIONS = sql.SQL("""
@@ -445,6 +449,12 @@ def insert_screen_message(conn: Conn, citizen_id: UUID, kind: str, alert_id: int
     message_id: int = _scalar(conn, INSERT_SCREEN_MESSAGE, (citizen_id, kind, alert_id,
                                                             _json(body), now))
     return message_id
+
+
+def insert_reminder(conn: Conn, citizen_id: UUID, occurrence: str, body: dict[str, Any],
+                    now: datetime) -> bool:
+    """Queue a reminder for the citizen's screen unless one of this occurrence is queued."""
+    return conn.execute(INSERT_REMINDER, (citizen_id, _json(body), now, occurrence)).rowcount == 1
 
 
 def rests_on_reading(conn: Conn, alert_id: int) -> bool:

@@ -84,6 +84,10 @@ def record_findings(conn: Conn, citizen_id: UUID, care_team_id: UUID | None,
                     findings: Sequence[Finding], now: datetime) -> list[int]:
     """Turn the citizen's findings into alert changes; returns the history ids written. A
     finding already recorded (same citizen, rule and occurrence) changes nothing."""
+    reminders = [f for f in findings if f.reminder]
+    findings = [f for f in findings if not f.reminder]
+    if reminders:
+        _remind(conn, citizen_id, reminders, now)
     if not findings:
         return []
     rules = sorted({f.rule for f in findings})
@@ -126,9 +130,6 @@ def record_findings(conn: Conn, citizen_id: UUID, care_team_id: UUID | None,
             else:
                 active.pop(finding.rule, None)
             written += _write_history(conn, after, entries, now)
-            if entries[0].action is Action.OPENED and finding.rule.startswith("missed:") \
-                    and entries[0].pushed:
-                _remind(conn, after, now)
         return written
 
 
@@ -248,12 +249,13 @@ def _tell_seen(conn: Conn, state: AlertState, now: datetime) -> None:
                                          {"text": SEEN_TEXT, "alert_id": state.id}, now)
 
 
-def _remind(conn: Conn, state: AlertState, now: datetime) -> None:
-    assert state.id is not None
-    metric = state.rule.split(":", 1)[1]
-    repository.insert_screen_message(conn, state.citizen_id, "reminder", state.id,
-                                     {"text": REMINDER_TEXT, "alert_id": state.id,
-                                      "metric": metric}, now)
+def _remind(conn: Conn, citizen_id: UUID, reminders: Sequence[Finding], now: datetime) -> None:
+    """Reminders of missed windows for her screen, each once; none when it is old news or she
+    is paused."""
+    for finding in reminders:
+        if finding.is_current and not finding.held:
+            repository.insert_reminder(conn, citizen_id, finding.occurrence,
+                                       {"text": REMINDER_TEXT, **finding.explanation}, now)
 
 
 # --- escalation policies -------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Missed measurements: a scheduled measurement not taken within its daily window plus grace.
 One occurrence per metric, local date and window. A window overlapping a pause, or before the
 plan started, is not counted. Any reading of the metric measured in the window counts (an
-implausible one too: the citizen did measure; the threshold rule reports the value)."""
+implausible one too: the citizen did measure; the threshold rule reports the value).
+
+A missed window first reminds the citizen on her home screen; the care team is told when the
+measurement is missed `alert_after` windows in a row (by default the second: a nurse's first
+step would be the same reminder, and one forgotten morning is not news for her)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ class Slot:
     deadline: datetime
     reading: ReadingView | None
     grace: timedelta
+    alert_after: int
 
     @property
     def occurrence(self) -> str:
@@ -62,7 +67,7 @@ def slots(ctx: CitizenContext, scheduled: Scheduled, now: datetime, plan_start: 
             reading = taken[first] if first < len(taken) and times[first] < deadline else None
             if deadline <= now or reading is not None:
                 found.append(Slot(scheduled.metric, day, window, start, deadline, reading,
-                                  scheduled.grace))
+                                  scheduled.grace, scheduled.alert_after))
     return sorted(found, key=lambda s: s.start)
 
 
@@ -76,18 +81,31 @@ def decided(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> dict[
             for metric, found in sorted(per_metric.items())}
 
 
-def _missed(slot: Slot, now: datetime) -> Finding:
+def _missed(slot: Slot, in_a_row: int, now: datetime) -> Finding:
     # Not about data: no age. Found more than STALE_AFTER after its deadline (the engine was
     # down) it is old news, shown but not pushed.
     return Finding(
         rule=f"missed:{slot.metric}", severity=Severity.YELLOW, occurrence=slot.occurrence,
         measured_at=slot.deadline,
         summary=(f"{display(slot.metric)} not measured on {slot.day.isoformat()} "
-                 f"between {slot.window.label} (local time)"),
+                 f"between {slot.window.label} (local time), {in_a_row} windows in a row"),
         explanation={"metric": slot.metric, "day": slot.day.isoformat(),
                      "window": slot.window.label, "grace_s": slot.grace.total_seconds(),
-                     "start": slot.start.isoformat(), "deadline": slot.deadline.isoformat()},
+                     "start": slot.start.isoformat(), "deadline": slot.deadline.isoformat(),
+                     "in_a_row": in_a_row},
         is_current=is_current(slot.deadline, False, None, now), self_resolving=True)
+
+
+def _reminder(ctx: CitizenContext, slot: Slot, now: datetime) -> Finding:
+    # Only a current one is sent: a reminder found late (the engine was down) is no use to her.
+    return Finding(
+        rule=f"missed:{slot.metric}", severity=Severity.YELLOW,
+        occurrence=f"remind:{slot.occurrence}", measured_at=slot.deadline,
+        summary=f"Reminder: {display(slot.metric)} not measured between {slot.window.label}",
+        explanation={"metric": slot.metric, "day": slot.day.isoformat(),
+                     "window": slot.window.label},
+        is_current=is_current(slot.deadline, False, None, now), held=ctx.paused_at(now),
+        reminder=True)
 
 
 def _clear(slot: Slot) -> Finding:
@@ -101,7 +119,8 @@ def _clear(slot: Slot) -> Finding:
 
 def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
            windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
-    """Per metric: the misses since its last filled window, or a clear if the latest is filled."""
+    """Per metric: a reminder of the latest window when it was missed, and the misses since the
+    last filled window from the `alert_after`th on; a clear if the latest window is filled."""
     findings: list[Finding] = []
     windows = decided(ctx, monitoring, now) if windows is None else windows
     for found in windows.values():
@@ -110,10 +129,13 @@ def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
         if not found[-1].missed:
             findings.append(_clear(found[-1]))
             continue
-        streak = []
+        streak: list[Slot] = []
         for slot in reversed(found):
             if not slot.missed:
                 break
-            streak.append(slot)
-        findings.extend(_missed(slot, now) for slot in reversed(streak))
+            streak.insert(0, slot)
+        findings.append(_reminder(ctx, streak[-1], now))
+        findings.extend(_missed(slot, in_a_row, now)
+                        for in_a_row, slot in enumerate(streak, start=1)
+                        if in_a_row >= streak[-1].alert_after)
     return findings

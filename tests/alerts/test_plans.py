@@ -10,6 +10,7 @@ import pytest
 from alerts.errors import InvalidPlan
 from alerts.models import Bands
 from alerts.plans import (
+    ALERT_AFTER_MISSED,
     PLANS,
     apply_settings,
     default_thresholds,
@@ -93,6 +94,8 @@ def test_heart_failure_with_hypertension_keeps_the_lower_systolic_limits() -> No
     ("copd", {"schedule": {"spo2": {"windows": [{"start": "11:00", "end": "07:00"}]}}},
      "invalid settings"),
     ("copd", {"schedule": {"spo2": {"grace_minutes": -1}}}, "invalid settings"),
+    ("copd", {"schedule": {"spo2": {"alert_after_missed": 0}}}, "invalid settings"),
+    ("copd", {"schedule": {"spo2": {"alert_after_missed": "2"}}}, "invalid settings"),
     ("copd", {"inactivity": {"by": "09:00"}}, "no inactivity"),
     ("frail_alone", {"inactivity": {"by": "03:00"}}, "start < by"),
     ("heart_failure", {"weight_gain_days": 7}, "invalid settings"),
@@ -111,6 +114,17 @@ def test_settings_override_the_schedule() -> None:
     (spo2,) = plan.measurements
     assert spo2.metric == "spo2" and [w.label for w in spo2.windows] == ["07:00-09:00"]
     assert spo2.grace.total_seconds() == 1800 and plan.news2_scale == 1
+    assert spo2.alert_after == ALERT_AFTER_MISSED == 2  # not overridden: the default
+
+
+def test_the_plan_that_watches_closest_decides_when_the_team_hears_of_a_miss() -> None:
+    # Heart failure and hypertension both schedule a morning blood pressure.
+    watched = monitoring(["heart_failure", "hypertension"], {"hypertension": {"schedule": {
+        "systolic_bp": {"alert_after_missed": 1, "grace_minutes": 30}}}})
+    by_window = {(s.metric, s.windows[0].label): s for s in watched.measurements}
+    morning, evening = by_window["systolic_bp", "06:00-11:00"], by_window["systolic_bp", "18:00-23:00"]
+    assert (morning.alert_after, morning.grace.total_seconds()) == (1, 1800)
+    assert (evening.alert_after, by_window["body_weight", "06:00-11:00"].alert_after) == (1, 2)
 
 
 def test_monitoring_combines_plans_and_falls_back_on_invalid_stored_settings() -> None:

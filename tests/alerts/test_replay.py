@@ -118,12 +118,19 @@ def test_replay_gives_the_alerts_the_live_engine_gave_and_notifies_nobody(
                             FakeClock(end))
             heard = list(listener.notifies(timeout=0.2))
         assert _replayed_alerts(dbconn, result.run_id) == live
+        # The screen reminders it counts (and does not send) are those the live engine sent.
+        assert result.reminders == scalar(
+            dbconn, "SELECT count(*) FROM screen_messages WHERE citizen_id = %s "
+            "AND kind = 'reminder' AND alert_id IS NULL", citizen)
+        reminded.append(result.reminders)
         assert _counts(dbconn) == before
         assert heard == []
         assert scalar(dbconn, "SELECT state FROM replay_runs WHERE id = %s",
                       result.run_id) == "done"
 
+    reminded: list[int] = []
     check()
+    assert any(reminded)  # some series ran past a window's deadline
 
 
 def test_a_what_if_threshold_raises_what_it_would_have_and_stores_nothing_live(

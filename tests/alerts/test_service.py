@@ -173,13 +173,41 @@ def test_an_alert_opened_and_cleared_in_one_batch_is_resolved(conn: Conn,
     assert len(written) == 2 and state.state is AlertStatus.RESOLVED
 
 
-def test_a_missed_measurement_alert_reminds_the_citizen(conn: Conn, team_citizen: TeamCitizen) -> None:
+def _reminder(occurrence: str = "remind:body_weight:2026-03-02:06:00-11:00", **fields: Any) -> Any:
+    return finding(rule="missed:body_weight", severity=Severity.YELLOW, occurrence=occurrence,
+                   reminder=True, explanation={"metric": "body_weight", "day": "2026-03-02",
+                                               "window": "06:00-11:00"}, **fields)
+
+
+def test_a_reminder_reaches_her_screen_once_and_raises_no_alert(
+        conn: Conn, team_citizen: TeamCitizen) -> None:
+    citizen = team_citizen.citizen_id
+    for later in (0, 1, 2):  # every tick finds the missed window again, as may a second process
+        assert service.record_findings(conn, citizen, team_citizen.team_id, [_reminder()],
+                                       NOW + minutes(later)) == []
+    assert screen(conn, citizen) == [("reminder", {
+        "text": service.REMINDER_TEXT, "metric": "body_weight", "day": "2026-03-02",
+        "window": "06:00-11:00"})]
+    assert count(conn, "SELECT count(*) FROM alerts WHERE citizen_id = %s", citizen) == 0
+    service.record_findings(conn, citizen, team_citizen.team_id,
+                            [_reminder("remind:body_weight:2026-03-03:06:00-11:00")], NOW)
+    assert len(screen(conn, citizen)) == 2  # the next window is a reminder of its own
+
+
+def test_no_reminder_of_old_news_or_during_a_pause(conn: Conn, team_citizen: TeamCitizen) -> None:
+    service.record_findings(conn, team_citizen.citizen_id, team_citizen.team_id,
+                            [_reminder(is_current=False), _reminder("remind:b", held=True)], NOW)
+    assert screen(conn, team_citizen.citizen_id) == []
+
+
+def test_a_missed_measurement_alert_sends_no_second_reminder(
+        conn: Conn, team_citizen: TeamCitizen) -> None:
     service.record_findings(conn, team_citizen.citizen_id, team_citizen.team_id,
                             [finding(rule="missed:body_weight", severity=Severity.YELLOW,
-                                     occurrence="w:body_weight:1", self_resolving=True)], NOW)
-    alert_id = only_alert(conn, team_citizen.citizen_id)
-    assert screen(conn, team_citizen.citizen_id) == [
-        ("reminder", {"text": service.REMINDER_TEXT, "alert_id": alert_id, "metric": "body_weight"})]
+                                     occurrence="body_weight:2026-03-02:06:00-11:00",
+                                     self_resolving=True), _reminder()], NOW)
+    assert only_alert(conn, team_citizen.citizen_id)
+    assert [kind for kind, _ in screen(conn, team_citizen.citizen_id)] == ["reminder"]
 
 
 def test_a_callers_rollback_undoes_everything(conn: Conn, team_citizen: TeamCitizen) -> None:
@@ -431,7 +459,7 @@ def test_the_alert_process_role_may_record_findings_escalate_and_remind(
     with psycopg.connect(process_dsn(database, "alerts"), autocommit=True) as as_alerts:
         service.record_findings(as_alerts, citizen, team, [
             finding(rule="missed:body_weight", severity=Severity.YELLOW,
-                    occurrence="w:body_weight:1", self_resolving=True),
+                    occurrence="w:body_weight:1", self_resolving=True), _reminder(),
             finding(rule="threshold:systolic_bp", severity=Severity.RED)], NOW)
         escalated = service.escalate_due(as_alerts, NOW + timedelta(days=1))
         service.release_held(as_alerts, [citizen], NOW + timedelta(days=1))

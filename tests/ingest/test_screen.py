@@ -247,9 +247,10 @@ def test_a_row_becomes_the_protocol_message() -> None:
         "data": {"metric": "body_weight", "due": 2}}
 
 
-def test_the_protocol_documents_a_screen_message_the_wire_model_accepts() -> None:
+def test_the_protocol_documents_screen_messages_the_wire_model_accepts() -> None:
     text = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
-    section = text.split("## Messages to the home screen", 1)[1]
-    example = section.split("```json", 1)[1].split("```", 1)[0]
-    command = CommandV1.model_validate_json(example).root
-    assert isinstance(command, ScreenMessageCommandV1) and command.type == "seen"
+    section = text.split("## Messages to the home screen", 1)[1].split("\n## ", 1)[0]
+    examples = [block.split("```", 1)[0] for block in section.split("```json")[1:]]
+    commands = [CommandV1.model_validate_json(example).root for example in examples]
+    assert all(isinstance(command, ScreenMessageCommandV1) for command in commands)
+    assert [command.type for command in commands] == ["seen", "reminder"]
