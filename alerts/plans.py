@@ -21,9 +21,10 @@ from alerts.models import Bands, Severity, Threshold
 # Citizens live in Denmark: schedules and "by 10:00" are on Copenhagen wall time (DST-aware).
 LOCAL = ZoneInfo("Europe/Copenhagen")
 
-# Missed windows of a measurement in a row before the care team is told: the first one reminds
-# the citizen on her screen, which is what a nurse would do first.
-ALERT_AFTER_MISSED = 2
+# By default the care team is told when a whole day's windows of a measurement were missed, and
+# never of a single window: that one reminds the citizen on her screen, which is what a nurse
+# would do first.
+ALERT_AFTER_MISSED = 2  # windows in a row, at least
 
 # Rule families a plan can switch on. Threshold, emergency button, questionnaire and the device
 # silence rules watch every citizen whatever her plans.
@@ -54,13 +55,20 @@ class Window:
 class Scheduled:
     """One measurement the plan asks for: a metric (blood pressure is scheduled as its
     systolic component), the daily windows, how long after a window it may still come, and
-    how many windows in a row may be missed before the care team is told (the citizen's
-    screen is reminded of every one)."""
+    after how many missed windows in a row the care team is told (the citizen's screen is
+    reminded of every one); None: a day's windows, at least ALERT_AFTER_MISSED."""
 
     metric: str
     windows: tuple[Window, ...]
     grace: timedelta = timedelta(hours=1)
-    alert_after: int = ALERT_AFTER_MISSED
+    alert_after: int | None = None
+
+    @property
+    def told_after(self) -> int:
+        """Missed windows in a row before the care team is told."""
+        if self.alert_after is not None:
+            return self.alert_after
+        return max(ALERT_AFTER_MISSED, len(self.windows))
 
 
 @dataclass(frozen=True)
@@ -379,7 +387,7 @@ def _combine(templates: Sequence[PlanTemplate], invalid: tuple[str, ...],
                 known = seen.get(key, scheduled)
                 # The strictest plan decides: the shortest grace, the team told soonest.
                 seen[key] = Scheduled(scheduled.metric, (window,), min(known.grace, scheduled.grace),
-                                      min(known.alert_after, scheduled.alert_after))
+                                      min(known.told_after, scheduled.told_after))
     scales = [t.news2_scale for t in templates if t.news2_scale is not None]
     gains = [t.weight_gain for t in templates if t.weight_gain is not None]
     inactivity = next((t.inactivity for t in templates if t.inactivity is not None), None)

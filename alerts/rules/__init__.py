@@ -82,19 +82,11 @@ def evaluate_tick(ctx: CitizenContext, now: datetime) -> list[Finding]:
     """Time-driven findings (and clears of condition rules) for one citizen at `now`, each
     rule under the guard."""
     watched = _monitoring(ctx)
-    windows: dict[str, list[schedule.Slot]] | None
-    try:
-        windows = schedule.decided(ctx, watched, now)
-    except Exception:  # noqa: BLE001 - the rules that need the windows compute them again
-        windows = None  # and fail under the guard
     rules: list[tuple[str, Callable[[], list[Finding]]]] = []
-    if MISSED in watched.rules:
-        rules.append(("missed", lambda: schedule.missed(ctx, watched, now, windows)))
-    silent = ["device_offline", "battery_low", "invalid_payloads"]
-    if NOT_MEASURING in watched.rules:
-        silent.append("not_measuring")
-    rules += [(kind, partial(silence.evaluate, ctx, watched, now, [kind], windows))
-              for kind in silent]
+    if MISSED in watched.rules or NOT_MEASURING in watched.rules:
+        rules.append(("missed", lambda: schedule.missed(ctx, watched, now)))
+    rules += [(kind, partial(silence.evaluate, ctx, now, [kind]))
+              for kind in ("device_offline", "battery_low", "invalid_payloads")]
     if INACTIVITY in watched.rules:
         rules.append(("inactivity", lambda: inactivity.evaluate(ctx, watched, now)))
     rules.append(("first_motion", lambda: anomaly.late_morning(ctx, now)))

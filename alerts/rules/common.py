@@ -67,6 +67,6 @@ def overlaps_pause(ctx: CitizenContext, start: datetime, end: datetime) -> bool:
     return any(p_start < end and (p_end is None or start < p_end) for p_start, p_end in ctx.pauses)
 
 
-# How much history a context must hold: the weight-gain window (3 days) and three daily
-# windows for not_measuring, plus a day's margin.
+# How much history a context must hold: the weight-gain window (3 days) and the missed windows
+# of a measurement taken once a day for the care team to hear of (two), plus a day's margin.
 LOOKBACK = timedelta(days=4)

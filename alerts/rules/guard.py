@@ -24,7 +24,7 @@ WORST = {
     "news2": Severity.RED, "events": Severity.RED, "anomaly": Severity.YELLOW,
     "missed": Severity.YELLOW, "device_offline": Severity.YELLOW,
     "battery_low": Severity.YELLOW, "invalid_payloads": Severity.YELLOW,
-    "not_measuring": Severity.YELLOW, "inactivity": Severity.RED,
+    "inactivity": Severity.RED,
     "first_motion": Severity.RED,
 }
 # Defects logged with their traceback already (bounded: a log line per defect, not per call).

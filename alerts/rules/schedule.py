@@ -4,19 +4,23 @@ plan started, is not counted. Any reading of the metric measured in the window c
 implausible one too: the citizen did measure; the threshold rule reports the value).
 
 A missed window first reminds the citizen on her home screen; the care team is told when the
-measurement is missed `alert_after` windows in a row (by default the second: a nurse's first
-step would be the same reminder, and one forgotten morning is not news for her)."""
+measurement is missed `alert_after` windows in a row (by default a day's windows, at least
+two: a nurse's first step would be the same reminder, and one forgotten morning is not news
+for her). Told as one of two kinds of silence: `not_measuring` when a device measuring it was
+online all along, else `missed:<metric>` (no device, or one that went quiet: device_offline
+says which)."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from alerts.models import CitizenContext, Finding, ReadingView, Severity, is_current
-from alerts.plans import Monitoring, Scheduled, Window
+from alerts.models import CitizenContext, DeviceState, Finding, ReadingView, Severity, is_current
+from alerts.plans import MISSED, NOT_MEASURING, Monitoring, Scheduled, Window
 from alerts.rules.common import LOOKBACK, display, local_date, overlaps_pause
+from alerts.rules.silence import measures, online_through
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,12 @@ def slots(ctx: CitizenContext, scheduled: Scheduled, now: datetime, plan_start: 
             reading = taken[first] if first < len(taken) and times[first] < deadline else None
             if deadline <= now or reading is not None:
                 found.append(Slot(scheduled.metric, day, window, start, deadline, reading,
-                                  scheduled.grace, scheduled.alert_after))
+                                  scheduled.grace, scheduled.told_after))
     return sorted(found, key=lambda s: s.start)
 
 
 def decided(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> dict[str, list[Slot]]:
-    """The decided windows of every scheduled metric, oldest first (computed once per tick)."""
+    """The decided windows of every scheduled metric, oldest first."""
     per_metric: dict[str, list[Slot]] = {}
     for scheduled in monitoring.measurements:
         per_metric.setdefault(scheduled.metric, []).extend(
@@ -81,19 +85,23 @@ def decided(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> dict[
             for metric, found in sorted(per_metric.items())}
 
 
-def _missed(slot: Slot, in_a_row: int, now: datetime) -> Finding:
+def _missed(ctx: CitizenContext, slot: Slot, in_a_row: int, online: Sequence[DeviceState],
+            now: datetime) -> Finding:
     # Not about data: no age. Found more than STALE_AFTER after its deadline (the engine was
     # down) it is old news, shown but not pushed.
+    why = f"although {online[0].device_id} is online" if online else "(local time)"
     return Finding(
-        rule=f"missed:{slot.metric}", severity=Severity.YELLOW, occurrence=slot.occurrence,
-        measured_at=slot.deadline,
-        summary=(f"{display(slot.metric)} not measured on {slot.day.isoformat()} "
-                 f"between {slot.window.label} (local time), {in_a_row} windows in a row"),
+        rule="not_measuring" if online else f"missed:{slot.metric}", severity=Severity.YELLOW,
+        occurrence=slot.occurrence, measured_at=slot.deadline,
+        summary=(f"{display(slot.metric)} not measured on {slot.day.isoformat()} between "
+                 f"{slot.window.label}, {in_a_row} windows in a row {why}"),
         explanation={"metric": slot.metric, "day": slot.day.isoformat(),
                      "window": slot.window.label, "grace_s": slot.grace.total_seconds(),
                      "start": slot.start.isoformat(), "deadline": slot.deadline.isoformat(),
-                     "in_a_row": in_a_row},
-        is_current=is_current(slot.deadline, False, None, now), self_resolving=True)
+                     "in_a_row": in_a_row,
+                     "devices_online": sorted(d.device_id for d in online)},
+        is_current=is_current(slot.deadline, False, None, now), self_resolving=True,
+        held=ctx.paused_at(now))
 
 
 def _reminder(ctx: CitizenContext, slot: Slot, now: datetime) -> Finding:
@@ -117,25 +125,49 @@ def _clear(slot: Slot) -> Finding:
                                              "day": slot.day.isoformat()})
 
 
-def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
-           windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
-    """Per metric: a reminder of the latest window when it was missed, and the misses since the
-    last filled window from the `alert_after`th on; a clear if the latest window is filled."""
+def _run(found: Sequence[Slot]) -> list[Slot]:
+    """The missed windows since the last filled one, oldest first."""
+    run: list[Slot] = []
+    for slot in reversed(found):
+        if not slot.missed:
+            break
+        run.insert(0, slot)
+    return run
+
+
+def _online(ctx: CitizenContext, run: Sequence[Slot], now: datetime) -> list[DeviceState]:
+    """The citizen's devices measuring the run's metric and online since it began."""
+    return [device for device in ctx.devices if measures(device, run[0].metric)
+            and online_through(device, run[0].start, now, ctx)]
+
+
+def missed(ctx: CitizenContext, monitoring: Monitoring, now: datetime) -> list[Finding]:
+    """Per metric: a reminder of the latest window when it was missed; from the `alert_after`th
+    missed window in a row on, a finding per window for the care team: `not_measuring` when a
+    device measuring it has been online all along (she has what she needs and does not
+    measure), else `missed:<metric>`. Clears: `missed:<metric>` when its latest window is
+    filled, `not_measuring` when no metric is in such a run."""
     findings: list[Finding] = []
-    windows = decided(ctx, monitoring, now) if windows is None else windows
-    for found in windows.values():
-        if not found:
+    not_measuring = NOT_MEASURING in monitoring.rules
+    silent = False
+    for found in decided(ctx, monitoring, now).values():
+        run = _run(found)
+        if not run:
+            if found:
+                findings.append(_clear(found[-1]))
             continue
-        if not found[-1].missed:
-            findings.append(_clear(found[-1]))
+        findings.append(_reminder(ctx, run[-1], now))
+        if len(run) < run[-1].alert_after:
             continue
-        streak: list[Slot] = []
-        for slot in reversed(found):
-            if not slot.missed:
-                break
-            streak.insert(0, slot)
-        findings.append(_reminder(ctx, streak[-1], now))
-        findings.extend(_missed(slot, in_a_row, now)
-                        for in_a_row, slot in enumerate(streak, start=1)
-                        if in_a_row >= streak[-1].alert_after)
+        online = _online(ctx, run, now) if not_measuring else []
+        if not online and MISSED not in monitoring.rules:
+            continue
+        silent = silent or bool(online)
+        findings.extend(_missed(ctx, slot, in_a_row, online, now)
+                        for in_a_row, slot in enumerate(run, start=1)
+                        if in_a_row >= run[-1].alert_after)
+    if not_measuring and not silent:
+        findings.append(Finding(rule="not_measuring", severity=Severity.YELLOW,
+                                occurrence=f"clear:{now.isoformat()}", measured_at=now,
+                                summary="condition cleared", self_resolving=True, clears=True))
     return findings

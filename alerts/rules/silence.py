@@ -1,21 +1,20 @@
 """Silence of different kinds, told apart:
 - device_offline: the last will said offline, or nothing (status or any message) within its
   heartbeat;
-- not_measuring: the device is online (seen since the streak began, not offline now) but the
-  citizen missed the last N scheduled windows of a metric it measures;
+- not_measuring (alerts/rules/schedule.py, with the missed windows it counts): the device is
+  online (heard from since the run of misses began, not offline now) but the citizen missed
+  the windows of a metric it measures;
 - battery_low: below 15 % (cleared at 20 % or more, so a battery near the limit does not flap);
 - invalid_payloads: N or more dead letters from one device within 24 h.
 All are condition rules: self-resolving, and a clear when the condition has gone."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from alerts.models import CitizenContext, DeviceState, Finding, Severity
-from alerts.plans import Monitoring
-from alerts.rules.common import age_s, display, local_date
-from alerts.rules.schedule import Slot, decided
+from alerts.rules.common import age_s, local_date
 from devices.catalogue import COMPONENTS, DEVICE_MEASUREMENTS, DeviceKind
 
 # The protocol asks a status "at least every few hours" and the reference kit sends one every
@@ -25,7 +24,6 @@ BATTERY_LOW_PCT = 15.0
 BATTERY_CLEAR_PCT = 20.0
 INVALID_PAYLOADS = 5
 DEAD_LETTER_WINDOW = timedelta(hours=24)  # what DeviceState.recent_dead_letters must count
-NOT_MEASURING_AFTER = 3  # consecutive missed windows while the device is online
 
 
 def last_contact(device: DeviceState, ctx: CitizenContext | None = None) -> datetime | None:
@@ -134,42 +132,16 @@ def measures(device: DeviceState, metric: str) -> bool:
     return any(metric in COMPONENTS[m].values() for m in DEVICE_MEASUREMENTS.get(kind, ()))
 
 
-def _online_through(device: DeviceState, since: datetime, now: datetime,
-                    ctx: CitizenContext) -> bool:
+def online_through(device: DeviceState, since: datetime, now: datetime,
+                   ctx: CitizenContext) -> bool:
+    """Whether the device is online now and Telecare has heard from it since `since`."""
     contact = last_contact(device, ctx)
     return offline_since(device, now, ctx) is None and contact is not None and contact >= since
 
 
-def not_measuring(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
-                  windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
-    """A finding per scheduled metric whose last NOT_MEASURING_AFTER windows were all missed
-    while a device measuring it was online; a clear when there is none."""
-    findings = []
-    windows = decided(ctx, monitoring, now) if windows is None else windows
-    for metric, found in windows.items():
-        passed = [slot for slot in found if slot.deadline <= now]
-        streak = passed[-NOT_MEASURING_AFTER:]
-        if len(streak) < NOT_MEASURING_AFTER or not all(s.missed for s in streak):
-            continue
-        online = [d for d in ctx.devices if measures(d, metric)
-                  and _online_through(d, streak[0].start, now, ctx)]
-        if not online:
-            continue
-        findings.append(Finding(
-            rule="not_measuring", severity=Severity.YELLOW,
-            occurrence=f"{metric}:{streak[0].occurrence}", measured_at=streak[-1].deadline,
-            summary=(f"{display(metric)} not measured in the last {len(streak)} scheduled windows "
-                     f"although {online[0].device_id} is online"),
-            explanation={"metric": metric, "windows": [s.occurrence for s in streak],
-                         "devices_online": sorted(d.device_id for d in online)},
-            self_resolving=True, held=_held(ctx, streak[-1].deadline, now)))
-    return findings or [_clear("not_measuring", now)]
-
-
-def evaluate(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
-             rules: Sequence[str] = ("device_offline", "battery_low", "invalid_payloads",
-                                     "not_measuring"),
-             windows: Mapping[str, list[Slot]] | None = None) -> list[Finding]:
+def evaluate(ctx: CitizenContext, now: datetime,
+             rules: Sequence[str] = ("device_offline", "battery_low", "invalid_payloads"),
+             ) -> list[Finding]:
     """All silence findings (and clears) for one citizen at `now`."""
     findings: list[Finding] = []
     if "device_offline" in rules:
@@ -178,6 +150,4 @@ def evaluate(ctx: CitizenContext, monitoring: Monitoring, now: datetime,
         findings += battery_low(ctx, now)
     if "invalid_payloads" in rules:
         findings += invalid_payloads(ctx, now)
-    if "not_measuring" in rules:
-        findings += not_measuring(ctx, monitoring, now, windows)
     return findings

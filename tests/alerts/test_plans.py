@@ -114,7 +114,11 @@ def test_settings_override_the_schedule() -> None:
     (spo2,) = plan.measurements
     assert spo2.metric == "spo2" and [w.label for w in spo2.windows] == ["07:00-09:00"]
     assert spo2.grace.total_seconds() == 1800 and plan.news2_scale == 1
-    assert spo2.alert_after == ALERT_AFTER_MISSED == 2  # not overridden: the default
+    # Not overridden: a day's windows (here one), at least two.
+    assert spo2.alert_after is None and spo2.told_after == ALERT_AFTER_MISSED == 2
+    glucose = validate_settings("diabetes", {"schedule": {"blood_glucose": {"windows": [
+        {"start": f"{hour:02}:00", "end": f"{hour:02}:30"} for hour in (7, 10, 13, 16)]}}})
+    assert apply_settings(PLANS["diabetes"], glucose).measurements[0].told_after == 4
 
 
 def test_the_plan_that_watches_closest_decides_when_the_team_hears_of_a_miss() -> None:
@@ -125,6 +129,8 @@ def test_the_plan_that_watches_closest_decides_when_the_team_hears_of_a_miss() -
     morning, evening = by_window["systolic_bp", "06:00-11:00"], by_window["systolic_bp", "18:00-23:00"]
     assert (morning.alert_after, morning.grace.total_seconds()) == (1, 1800)
     assert (evening.alert_after, by_window["body_weight", "06:00-11:00"].alert_after) == (1, 2)
+    glucose = monitoring(["diabetes"], {}).measurements
+    assert [s.alert_after for s in glucose] == [3, 3, 3]  # a day of the diabetes plan's windows
 
 
 def test_monitoring_combines_plans_and_falls_back_on_invalid_stored_settings() -> None:

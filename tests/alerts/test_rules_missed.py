@@ -126,16 +126,30 @@ def test_settings_override_windows_and_grace() -> None:
     assert found.occurrence == "remind:systolic_bp:2026-12-02:06:00-08:00"
 
 
-def test_not_measuring_needs_three_misses_while_the_device_is_online() -> None:
+def test_misses_while_the_device_is_online_are_not_measuring_and_nothing_else() -> None:
     settings = _plan_start(3)
     bp_online = device("bp", "bp_monitor", status_at=MORNING_DEADLINE - timedelta(hours=1))
-    found = [f for f in evaluate_tick(context(("hypertension",), devices=(bp_online,),
-                                              settings=settings), MORNING_DEADLINE)
-             if f.rule == "not_measuring"]
-    (finding,) = found
-    assert finding.self_resolving and not finding.clears
-    assert finding.explanation["windows"][-1] == "systolic_bp:2026-12-02:06:00-11:00"
-    assert len(finding.explanation["windows"]) == 3
+    found = evaluate_tick(context(("hypertension",), devices=(bp_online,), settings=settings),
+                          MORNING_DEADLINE)
+    silent = [f for f in found if f.rule == "not_measuring"]
+    # The run of six misses began on 29 Nov evening: the team hears of it from the second on.
+    assert [f.explanation["in_a_row"] for f in silent] == [2, 3, 4, 5, 6]
+    assert silent[-1].occurrence == "systolic_bp:2026-12-02:06:00-11:00"
+    assert all(f.self_resolving and not f.clears for f in silent)
+    assert silent[-1].explanation["devices_online"] == ["bp"] and "bp is online" in silent[-1].summary
+    assert _missed(found) == []  # one problem, one alert: not also missed:systolic_bp
+    assert len(_reminders(found)) == 1
+
+
+def test_a_day_of_windows_is_missed_before_the_team_hears() -> None:
+    # Diabetes: three glucose windows a day (06:00-09:30, 11:00-14:30, 17:00-20:30 local).
+    settings = {"diabetes": {"valid_from": datetime(2026, 12, 1, 23, 0, tzinfo=UTC).isoformat()}}
+    lunch_deadline = datetime(2026, 12, 2, 14, 30, tzinfo=UTC)    # 15:30 local
+    dinner_deadline = datetime(2026, 12, 2, 20, 30, tzinfo=UTC)   # 21:30 local
+    ctx = context(("diabetes",), settings=settings)
+    assert _missed(evaluate_tick(ctx, lunch_deadline), "blood_glucose") == []
+    (found,) = _missed(evaluate_tick(ctx, dinner_deadline), "blood_glucose")
+    assert found.explanation["in_a_row"] == 3
 
 
 def test_not_measuring_is_not_raised_for_an_offline_device() -> None:
