@@ -157,6 +157,8 @@ class Figures:
     non_actionable_per_citizen_week_after_learning: float
     alerts_per_nurse_day: float
     skipped_episodes: int  # not wholly inside the period
+    # Reminders of missed measurements on the citizens' screens (not alerts: nobody triages them).
+    reminders_per_citizen_week: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"by_kind": {k: vars(v) for k, v in self.by_kind.items()},
@@ -240,9 +242,10 @@ def non_actionable(alerts: Iterable[RaisedAlert], episodes: Sequence[TrueEpisode
 
 def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], period: Period,
             nurses: int, kinds: Iterable[str] = (),
-            findings: Sequence[RaisedAlert] = ()) -> Figures:
+            findings: Sequence[RaisedAlert] = (), reminders: int = 0) -> Figures:
     """Every figure of the report for one population. `kinds` are listed even when empty;
-    `findings` are the raising findings (opened_at: when evaluated)."""
+    `findings` are the raising findings (opened_at: when evaluated); `reminders` the screen
+    reminders sent in the period."""
     inside = [a for a in alerts if period.start <= a.opened_at < period.end]
     chosen = scored(episodes, period)
     clinical = match(chosen, [a for a in inside if not is_adherence(a.rule)])
@@ -263,7 +266,8 @@ def figures(episodes: Sequence[TrueEpisode], alerts: Sequence[RaisedAlert], peri
             sum(a.opened_at >= period.start + LEARNING for a in false),
             period.citizen_weeks(period.start + LEARNING)),
         alerts_per_nurse_day=_rate(len(inside), period.days * nurses),
-        skipped_episodes=len(episodes) - len(chosen))
+        skipped_episodes=len(episodes) - len(chosen),
+        reminders_per_citizen_week=_rate(reminders, weeks))
 
 
 def _of_kinds(kinds: Sequence[str], *matches: Sequence[Match]) -> list[list[Match]]:

@@ -62,7 +62,9 @@ def rows(results: Sequence[PopulationResult]) -> list[Row]:
                lambda f: f"{f.non_actionable_clinical_per_citizen_week:.2f}"),
               ("  the same after day 30",
                lambda f: f"{f.non_actionable_per_citizen_week_after_learning:.2f}"),
-              ("alerts per nurse-day", lambda f: f"{f.alerts_per_nurse_day:.1f}")]
+              ("alerts per nurse-day", lambda f: f"{f.alerts_per_nurse_day:.1f}"),
+              ("screen reminders of a missed measurement per citizen-week",
+               lambda f: f"{f.reminders_per_citizen_week:.2f}")]
     rules = sorted({rule for r in results for rule in r.figures.by_rule})
     table += [(f"rule {rule}: alerts / overlapping / non-act. per cw / episodes caught, "
                "median lead", _rule_cell(rule))

@@ -123,7 +123,8 @@ def _evaluate_one(options: Options, spec: Spec, plots: bool) -> PopulationResult
         episodes = true_episodes(population)
         period = Period(spec.start, spec.end, spec.citizens)
         result = PopulationResult(
-            spec=spec, figures=figures(episodes, alerts, period, options.nurses, KINDS, raising),
+            spec=spec, figures=figures(episodes, alerts, period, options.nurses, KINDS, raising,
+                                       replayed.reminders),
             counts=_counts(conn, population, replayed.items), seconds=seconds)
         if plots and options.out is not None:
             result.plots = _plot_kinds(conn, population, episodes, alerts, period, options.out)

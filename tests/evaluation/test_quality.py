@@ -107,7 +107,7 @@ def test_figures_of_a_population() -> None:
                       citizen="b"),
                 alert(HF.crisis - 2 * H, rule="missed:body_weight")]
     result = figures([HF, hypo], alerts, PERIOD, nurses=2, kinds=("bp_rise",),
-                     findings=findings)
+                     findings=findings, reminders=4)
     hf = result.by_kind["hf_decompensation"]
     assert (hf.episodes, hf.caught, hf.caught_ahead, hf.lead_median_h) == (1, 1.0, 1.0, 48.0)
     assert hf.caught_any_rule == 1.0 and hf.first_rules == {"trend:weight_gain": 1}
@@ -119,6 +119,7 @@ def test_figures_of_a_population() -> None:
     assert result.alerts == 3 and result.non_actionable == 1
     assert result.non_actionable_per_citizen_week == pytest.approx(1 / 8)
     assert result.alerts_per_nurse_day == pytest.approx(3 / 28 / 2)
+    assert result.reminders_per_citizen_week == pytest.approx(4 / 8)
     assert result.by_rule["missed:body_weight"].overlapping == 1
     weight = result.by_rule["trend:weight_gain"]
     assert (weight.eligible_episodes, weight.caught_episodes, weight.lead_median_h) == (1, 1, 48.0)
